@@ -9,7 +9,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[1]
 COLLECTIONS_ROOT = REPO / ".cache" / "collections"
 SHARED_FIXTURES = REPO.parent / "shared" / "fixtures"
 
