@@ -1,0 +1,82 @@
+#!/usr/bin/env bash
+# The whole test suite, from a fresh Debian/Ubuntu machine: installs what it needs, then runs
+# lint, unit and integration tests, the collection build, ansible-test sanity and Molecule.
+# Every stage runs even if an earlier one failed; the summary at the end says which failed.
+#   scripts/test.sh                 everything
+#   scripts/test.sh lint unit       only those stages (lint unit build sanity molecule)
+# CHARRNN_PLATFORMS=debian-12,... limits the Molecule platforms (default: the whole matrix;
+# platforms whose images cannot be pulled are reported as NOT RUN).
+set -uo pipefail
+source "$(dirname "$0")/lib.sh"
+cd "$REPO"
+
+stages=("$@")
+[ ${#stages[@]} -gt 0 ] || stages=(lint unit build sanity molecule)
+VENV="$REPO/.venv-test"
+
+setup() {
+  ensure_debs python3 git podman runc debootstrap luajit luarocks gcc g++ cmake libopenblas-dev
+  ensure_venv "$VENV" "$REPO/requirements-test.txt"
+  link_collection
+  export PATH="$VENV/bin:$PATH"
+  export CONTAINERS_CONF="$REPO/tests/containers/containers.conf"
+  # Tests that need these tools skip without them on a developer's machine; here they must run.
+  export CHARRNN_REQUIRE_LUAROCKS=1 CHARRNN_REQUIRE_TOOLS=1
+}
+
+stage_lint() {
+  yamllint --strict . && ansible-lint --profile production && ruff check . && ruff format --check .
+}
+
+stage_unit() {
+  pytest -q tests/unit tests/integration
+}
+
+stage_build() {
+  local out="$REPO/.cache/build"
+  rm -rf "$out" && mkdir -p "$out"
+  ansible-galaxy collection build --force --output-path "$out" . || return 1
+  local tarball
+  tarball=$(ls "$out"/rnn_bootstrap-char_rnn-*.tar.gz)
+  if tar -tzf "$tarball" | grep -E '^(tests|molecule|\.ci|\.config|scripts)/'; then
+    echo "the collection tarball contains test files (listed above): fix build_ignore in galaxy.yml"
+    return 1
+  fi
+  echo "built $(basename "$tarball"): $(tar -tzf "$tarball" | wc -l) files, no test files"
+}
+
+stage_sanity() {
+  # ansible-test wants the collection at ansible_collections/NAMESPACE/NAME: copy the tracked tree.
+  local root="$REPO/.cache/ansible-test"
+  local dest="$root/ansible_collections/rnn_bootstrap/char_rnn"
+  rm -rf "$root" && mkdir -p "$dest"
+  git ls-files -z --cached --others --exclude-standard | xargs -0 cp --parents -t "$dest" 2>/dev/null
+  # ansible-test bootstraps pip in its venvs with a script from outside the package registries;
+  # an ensurepip stand-in lets it do the same with what Python ships.
+  local cache="$HOME/.ansible/test/cache"
+  mkdir -p "$cache"
+  # (ansible-core 2.19's ansible-test asks for pip 24.2.)
+  [ -f "$cache/get_pip_24_2.py" ] || printf 'import ensurepip\nensurepip.bootstrap(upgrade=True)\n' >"$cache/get_pip_24_2.py"
+  local py
+  py=$("$VENV/bin/python" -c 'import sys; print("%d.%d" % sys.version_info[:2])')
+  (cd "$dest" && ansible-test sanity --venv --python "$py" --color no)
+}
+
+stage_molecule() {
+  python tests/containers/testbed.py molecule default
+}
+
+setup || { echo "set-up failed"; exit 1; }
+declare -A result seconds
+failed=0
+for stage in "${stages[@]}"; do
+  log "stage $stage"
+  start=$SECONDS
+  if "stage_$stage"; then result[$stage]=passed; else result[$stage]=FAILED; failed=$((failed + 1)); fi
+  seconds[$stage]=$((SECONDS - start))
+done
+
+log "summary"
+for stage in "${stages[@]}"; do printf '  %-10s %-7s %5ss\n' "$stage" "${result[$stage]}" "${seconds[$stage]}"; done
+echo "stages: $(( ${#stages[@]} - failed )) passed, $failed failed"
+[ "$failed" -eq 0 ]

@@ -1,0 +1,235 @@
+#!/usr/bin/env python3
+"""Container test bed: images for the platform matrix, and Molecule runs over what is available.
+
+    testbed.py images [NAME ...]                  prepare images, print what is ready
+    testbed.py molecule SCENARIO [NAME ...]       prepare, then `molecule test` on the ready ones
+
+NAME defaults to every platform in platforms.yml (or $CHARRNN_PLATFORMS, comma separated).
+Images are cached: each carries a label with a hash of its recipe and is rebuilt only when the
+recipe changes. A platform built here (debootstrap) that fails to build is a failure; a platform
+whose public base image cannot be pulled is reported as NOT RUN, never as passed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parents[1]
+RECIPE_LABEL = "org.rnn-bootstrap.recipe"
+IMAGE_PREFIX = "localhost/charrnn-test"
+DEBIAN_MIRROR = os.environ.get("DEBIAN_MIRROR", "http://deb.debian.org/debian")
+
+
+@dataclass
+class Platform:
+    name: str
+    family: str
+    debootstrap: str | None = None
+    pull: str | None = None
+    status: str = "pending"  # ready | not run | failed, then passed / FAILED after molecule
+    reason: str = ""
+    seconds: float = 0.0
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def image(self) -> str:
+        return f"{IMAGE_PREFIX}/{self.name}:latest"
+
+    @property
+    def required(self) -> bool:
+        """Platforms built from Debian's archive must work here; pulled ones may be unreachable."""
+        return self.debootstrap is not None
+
+
+def podman(*args: str, check: bool = True, capture: bool = True) -> subprocess.CompletedProcess:
+    return subprocess.run(["podman", *args], check=check, text=True, capture_output=capture)
+
+
+def recipe_hash(*parts: str) -> str:
+    digest = hashlib.sha256()
+    for part in parts:
+        digest.update(part.encode())
+    return digest.hexdigest()[:16]
+
+
+def image_recipe(image: str) -> str | None:
+    result = podman("image", "inspect", "--format", f'{{{{index .Labels "{RECIPE_LABEL}"}}}}', image, check=False)
+    return result.stdout.strip() if result.returncode == 0 else None
+
+
+def load_platforms(names: list[str]) -> list[Platform]:
+    data = yaml.safe_load((HERE / "platforms.yml").read_text())
+    platforms = [Platform(**entry) for entry in data["platforms"]]
+    if not names:
+        return platforms
+    known = {p.name: p for p in platforms}
+    unknown = [n for n in names if n not in known]
+    if unknown:
+        sys.exit(f"unknown platform(s) {', '.join(unknown)}; known: {', '.join(known)}")
+    return [known[n] for n in names]
+
+
+def debootstrap_base(platform: Platform) -> str:
+    """Build (or reuse) a minimal Debian rootfs image for SUITE from Debian's archive."""
+    suite = platform.debootstrap
+    tag = f"{IMAGE_PREFIX}/base-{platform.name}:latest"
+    recipe = recipe_hash("debootstrap", "minbase", suite, DEBIAN_MIRROR)
+    if image_recipe(tag) == recipe:
+        return tag
+    with tempfile.TemporaryDirectory(prefix=f"debootstrap-{suite}-", dir="/var/tmp") as work:
+        root = Path(work) / "root"
+        result = subprocess.run(
+            ["debootstrap", "--variant=minbase", suite, str(root), DEBIAN_MIRROR],
+            text=True,
+            capture_output=True,
+        )
+        if result.returncode != 0:
+            tail = "\n".join((result.stdout + result.stderr).splitlines()[-15:])
+            raise RuntimeError(f"debootstrap {suite} failed:\n{tail}")
+        for cache in ("var/cache/apt/archives", "var/lib/apt/lists"):
+            for item in (root / cache).glob("*"):
+                if item.is_file():
+                    item.unlink()
+        tar = subprocess.Popen(["tar", "-C", str(root), "-c", "."], stdout=subprocess.PIPE)
+        subprocess.run(
+            ["podman", "import", "--change", f"LABEL {RECIPE_LABEL}={recipe}", "-", tag],
+            stdin=tar.stdout,
+            check=True,
+            capture_output=True,
+        )
+        tar.wait()
+    return tag
+
+
+def pulled_base(platform: Platform) -> str:
+    """Pull a public base image; raise LookupError when it cannot be had."""
+    if podman("image", "exists", platform.pull, check=False).returncode == 0:
+        return platform.pull
+    result = podman("pull", "-q", platform.pull, check=False)
+    if result.returncode != 0:
+        reason = (result.stderr.strip().splitlines() or ["pull failed"])[-1]
+        raise LookupError(f"cannot pull {platform.pull}: {reason}")
+    return platform.pull
+
+
+def build_layer(platform: Platform, base: str) -> None:
+    containerfile = HERE / f"Containerfile.{platform.family}"
+    base_id = podman("image", "inspect", "--format", "{{.Id}}", base).stdout.strip()
+    recipe = recipe_hash(containerfile.read_text(), (HERE / "container-units.sh").read_text(), base_id)
+    if image_recipe(platform.image) == recipe:
+        return
+    result = podman(
+        "build", "--network=host", "-f", str(containerfile), "--build-arg", f"BASE={base}",
+        "--label", f"{RECIPE_LABEL}={recipe}", "-t", platform.image, str(HERE),
+        check=False,
+    )  # fmt: skip
+    if result.returncode != 0:
+        tail = "\n".join((result.stdout + result.stderr).splitlines()[-15:])
+        raise RuntimeError(f"layer build failed:\n{tail}")
+
+
+def prepare(platform: Platform) -> None:
+    started = time.monotonic()
+    try:
+        base = debootstrap_base(platform) if platform.debootstrap else pulled_base(platform)
+        build_layer(platform, base)
+        platform.status = "ready"
+    except LookupError as exc:
+        platform.status, platform.reason = "not run", str(exc)
+    except (RuntimeError, subprocess.CalledProcessError) as exc:
+        platform.status, platform.reason = "failed", str(exc)
+        if not platform.required:  # an unreachable mirror for a pulled distro is not our failure
+            platform.status = "not run"
+    platform.seconds = time.monotonic() - started
+
+
+def prepare_all(platforms: list[Platform]) -> None:
+    if shutil.which("podman") is None:
+        sys.exit("podman is not installed: scripts/test.sh installs it (Debian packages podman, runc)")
+    for platform in platforms:
+        print(f"image {platform.name}: preparing", flush=True)
+        prepare(platform)
+        print(f"image {platform.name}: {platform.status} ({platform.seconds:.0f} s) {platform.reason}", flush=True)
+
+
+def platforms_override(platforms: list[Platform], path: Path) -> None:
+    """A Molecule base config whose `platforms` list replaces the default one."""
+    entries = [
+        {
+            "name": p.name,
+            "image": p.image,
+            "pre_build_image": True,
+            "systemd": "always",
+            "command": "/sbin/init",
+            "network": "host",
+            "groups": [p.family],
+        }
+        for p in platforms
+    ]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump({"platforms": entries}, sort_keys=False))
+
+
+def run_molecule(scenario: str, platforms: list[Platform]) -> bool:
+    ready = [p for p in platforms if p.status == "ready"]
+    if not ready:
+        print(f"molecule {scenario}: no platform is ready, nothing ran")
+        return False
+    override = REPO / ".cache" / "molecule" / f"platforms-{scenario}.yml"
+    platforms_override(ready, override)
+    base = REPO / ".config" / "molecule" / "config.yml"
+    command = ["molecule", "-c", str(base), "-c", str(override), "test", "-s", scenario]
+    print(f"molecule {scenario} on {', '.join(p.name for p in ready)}: {' '.join(command)}", flush=True)
+    started = time.monotonic()
+    ok = subprocess.run(command, cwd=REPO).returncode == 0
+    for platform in ready:
+        platform.status = "passed" if ok else "FAILED"
+        platform.seconds = time.monotonic() - started
+    return ok
+
+
+def report(title: str, platforms: list[Platform]) -> None:
+    print(f"\n{title}")
+    for p in platforms:
+        origin = f"debootstrap {p.debootstrap}" if p.debootstrap else p.pull
+        line = f"  {p.name:<20} {p.status:<8} {origin}"
+        print(f"{line}  -- {p.reason}" if p.reason else line)
+    ran = [p.name for p in platforms if p.status in ("passed", "FAILED")]
+    not_run = [p.name for p in platforms if p.status == "not run"]
+    print(f"  ran here: {', '.join(ran) or 'none'}")
+    print(f"  NOT RUN (counted as not run, not as passed): {', '.join(not_run) or 'none'}")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("command", choices=["images", "molecule"])
+    parser.add_argument("args", nargs="*", help="for molecule: SCENARIO [NAME ...]; for images: [NAME ...]")
+    opts = parser.parse_args()
+    args = list(opts.args)
+    scenario = args.pop(0) if opts.command == "molecule" and args else "default"
+    env_names = [n for n in os.environ.get("CHARRNN_PLATFORMS", "").split(",") if n]
+    platforms = load_platforms(args or env_names)
+    prepare_all(platforms)
+    broken = [p for p in platforms if p.status == "failed"]
+    if opts.command == "images":
+        report("images", platforms)
+        return 1 if broken else 0
+    ok = run_molecule(scenario, platforms) if not broken else False
+    report(f"molecule scenario '{scenario}'", platforms)
+    return 0 if ok and not broken else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
