@@ -106,10 +106,14 @@ class Runner:
         """Run one rnn_bootstrap.char_rnn.luarocks task and return its result."""
         args.setdefault("executable", LUAROCKS)
         args.setdefault("tree", str(self.tree))
+        task = {"name": "luarocks", "rnn_bootstrap.char_rnn.luarocks": args, "check_mode": check_mode}
+        data = self.playbook([{"hosts": "localhost", "gather_facts": False, "tasks": [task]}])
+        return data["plays"][0]["tasks"][0]["hosts"]["localhost"]
+
+    def playbook(self, play: list) -> dict:
+        """Run a playbook (as data) with the JSON callback and return the callback's document."""
         self.count += 1
         playbook = self.tmp_path / f"play{self.count}.yml"
-        task = {"name": "luarocks", "rnn_bootstrap.char_rnn.luarocks": args, "check_mode": check_mode}
-        play = [{"hosts": "localhost", "gather_facts": False, "tasks": [task]}]
         playbook.write_text(json.dumps(play))
         env = dict(
             os.environ,
@@ -121,28 +125,20 @@ class Runner:
             ANSIBLE_DEPRECATION_WARNINGS="0",
             ANSIBLE_LOCALHOST_WARNING="0",
         )
-        proc = subprocess.run(
-            [
-                ANSIBLE_PLAYBOOK,
-                "-i",
-                "localhost,",
-                "-c",
-                "local",
-                "-e",
-                f"ansible_python_interpreter={sys.executable}",
-                str(playbook),
-            ],
-            cwd=REPO,
-            env=env,
-            capture_output=True,
-            text=True,
-            check=False,
-        )
+        argv = [
+            ANSIBLE_PLAYBOOK,
+            "-i",
+            "localhost,",
+            "-c",
+            "local",
+            "-e",
+            f"ansible_python_interpreter={sys.executable}",
+        ]
+        proc = subprocess.run([*argv, str(playbook)], cwd=REPO, env=env, capture_output=True, text=True, check=False)
         try:
-            data = json.loads(proc.stdout)
+            return json.loads(proc.stdout)
         except json.JSONDecodeError:
             pytest.fail(f"ansible-playbook gave no JSON (rc={proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
-        return data["plays"][0]["tasks"][0]["hosts"]["localhost"]
 
 
 @pytest.fixture
@@ -259,3 +255,68 @@ def test_missing_executable_does_not_fall_back(run, tmp_path):
     assert result["failed"] is True
     assert f"luarocks executable {exe} does not exist" in result["msg"]
     assert "cmd" not in result
+
+
+def role_play(**role_vars) -> list:
+    return [
+        {
+            "hosts": "localhost",
+            "gather_facts": False,
+            "roles": [{"role": "rnn_bootstrap.char_rnn.luarocks", "vars": role_vars}],
+        }
+    ]
+
+
+def host_results(data: dict) -> dict:
+    """Task results by task name (without the "role : " prefix the callback adds)."""
+    return {t["task"]["name"].split(" : ", 1)[-1]: t["hosts"]["localhost"] for t in data["plays"][0]["tasks"]}
+
+
+def test_role_installs_rocks_idempotently(run, home, tmp_path, server):
+    world = write_rock(tmp_path / "world-src", "world", "0.2-1")
+    role_vars = {
+        "luarocks_executable": LUAROCKS,
+        "luarocks_tree": str(run.tree),
+        "luarocks_server": str(server),
+        "luarocks_only_server": True,
+        "luarocks_rocks": ["hello"],
+        "luarocks_torch_rocks": [],
+        "luarocks_extra_rocks": [{"rockspec": str(world)}, {"name": "hello", "version": "1.0-1", "state": "absent"}],
+    }
+    first = run.playbook(role_play(**role_vars))
+    stats = first["stats"]["localhost"]
+    assert stats["failures"] == 0, json.dumps(first, indent=1)
+    assert stats["changed"] >= 2
+    assert installed(run.tree, "hello", home) == ["1.1-1"]
+    assert installed(run.tree, "world", home) == ["0.2-1"]
+
+    second = run.playbook(role_play(**role_vars))
+    assert second["stats"]["localhost"]["changed"] == 0, json.dumps(second, indent=1)
+    assert second["stats"]["localhost"]["failures"] == 0
+
+
+def test_role_verifies_torch_rocks(run, home, tmp_path):
+    built = write_rock(tmp_path / "torch-src", "torch", "scm-1")
+    base = {
+        "luarocks_executable": LUAROCKS,
+        "luarocks_tree": str(run.tree),
+        "luarocks_rocks": [],
+        "luarocks_torch_rocks": ["torch", "nn"],
+    }
+    run(rockspec=str(built))
+    data = run.playbook(role_play(**base))
+    assert data["stats"]["localhost"]["failures"] == 1
+    failed = host_results(data)["Fail when Torch7's rocks are missing"]
+    assert "Torch7 rocks nn are not installed" in failed["msg"]
+    assert installed(run.tree, "nn", home) == []
+
+    ok = run.playbook(role_play(**dict(base, luarocks_torch_rocks=["torch"])))
+    assert ok["stats"]["localhost"]["failures"] == 0
+    assert ok["stats"]["localhost"]["changed"] == 0
+
+    # With the default executable missing the role fails clearly instead of using /usr/bin/luarocks.
+    no_exe = {k: v for k, v in base.items() if k != "luarocks_executable"}
+    missing = run.playbook(role_play(**no_exe, torch7_prefix=str(tmp_path / "no-torch")))
+    results = host_results(missing)
+    msg = results["Check the rocks Torch7's installer provides"]["msg"]
+    assert f"luarocks executable {tmp_path}/no-torch/bin/luarocks does not exist" in msg
