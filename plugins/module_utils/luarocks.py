@@ -218,6 +218,7 @@ class LuaRocks:
             output = tail(err) or tail(out)
             raise LuaRocksError(
                 f"luarocks {what} failed for rock '{rock}' (rc={rc}): {output}",
+                rock=rock,
                 rc=rc,
                 stdout=out,
                 stderr=err,

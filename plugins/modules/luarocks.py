@@ -201,6 +201,11 @@ cmd:
   type: list
   elements: str
   sample: ["/opt/torch/install/bin/luarocks list --porcelain luafilesystem"]
+rock:
+  description: The rock (for O(rockspec), C(package (path))) whose luarocks command failed.
+  returned: failure of a luarocks command
+  type: str
+  sample: lua-cjson
 failed_cmd:
   description: The command that failed.
   returned: failure of a luarocks command

@@ -443,6 +443,7 @@ def test_install_failure_reports_rock_and_tail():
     assert "Failed compiling object lfs.o" in exc.msg
     assert "line 0" not in exc.msg  # only the tail
     assert exc.details["rc"] == 1
+    assert exc.details["rock"] == "lua-cjson"
     assert exc.details["stderr"] == err
     assert exc.details["stdout"] == "some stdout"
     assert exc.details["failed_cmd"] == f"{EXE} install lua-cjson"
@@ -669,3 +670,21 @@ def test_module_code_parses_as_python38():
     for mod in (lr_utils, lr_module):
         with open(mod.__file__, encoding="utf-8") as fh:
             ast.parse(fh.read(), feature_version=(3, 8))
+
+
+def test_documentation_matches_argument_spec():
+    """A light validate-modules: documented options equal the argument_spec (type, default, choices)."""
+    import yaml
+
+    doc = yaml.safe_load(lr_module.DOCUMENTATION)
+    yaml.safe_load(lr_module.EXAMPLES)
+    yaml.safe_load(lr_module.RETURN)
+    spec = lr_module.argument_spec()
+    assert set(doc["options"]) == set(spec)
+    for name, opt in doc["options"].items():
+        arg = spec[name]
+        assert opt["type"] == arg["type"], name
+        assert opt.get("default") == arg.get("default"), name
+        assert opt.get("choices") == arg.get("choices"), name
+        assert opt.get("aliases") == arg.get("aliases"), name
+        assert opt.get("elements") == arg.get("elements"), name
