@@ -34,6 +34,7 @@ OVERWRITING_RE = re.compile(
     r"overwriting rnn_size=(?P<rnn_size>\d+), num_layers=(?P<layers>\d+), model=(?P<model>\w+) based on the checkpoint"
 )
 LOADING_DATA_RE = re.compile(r"loading data files\.\.\.")
+GPU_RE = re.compile(r"package (?:cunn|cutorch|clnn|cltorch) not found!|using (?:CUDA|OpenCL) on GPU")
 PREPRO_RE = re.compile(r"vocab\.t7 and data\.t7 do not exist|one-time setup: preprocessing input text file")
 ERROR_RES = (
     # "luajit: train.lua:123: message" / "/root/torch/install/bin/luajit: ...": an uncaught Lua error
@@ -106,6 +107,9 @@ class LogParser:
 
     def _header(self, line: str) -> bool:
         seg = self.current
+        if GPU_RE.search(line):  # printed first, before the data is loaded
+            self._new_segment_if(seg.has_data or seg.has_model or seg.started)
+            return True
         if PREPRO_RE.search(line):
             self._new_segment_if(seg.has_data or seg.has_model or seg.started)
             return True
