@@ -41,6 +41,7 @@ _TORCH_CLASS_RE = re.compile(
     r"^torch\.(?:Cuda)?(?P<kind>Byte|Char|Short|Half|Int|Float|Long|Double)?(?P<what>Storage|Tensor)$"
 )
 _MAX_DEPTH = 200
+_PAIR = struct.Struct("<iqiq")  # a number -> number table entry: tag, double, tag, double (doubles skipped as q)
 
 # Options worth reporting from checkpoint.opt (all of them are scalars in char-rnn).
 OPT_SCALAR_TYPES = (str, int, float, bool)
@@ -131,9 +132,26 @@ class _T7Walker:
         count = self.int32()
         if count < 0 or count * 8 > self.size:
             raise T7FormatError(f"table of {count} entries does not fit: file cut short or not torch7")
-        for _ in range(count):
+        done = self._number_pairs(count) if count > 16 else 0
+        for _ in range(count - done):
             self.obj(depth + 1)
             self.obj(depth + 1)
+
+    def _number_pairs(self, count: int) -> int:
+        """Skip the leading number -> number entries of a table in bulk; return how many.
+
+        char-rnn's train_losses holds one such entry per iteration (a million in a long run),
+        far too many to walk one object at a time.
+        """
+        start = self.fh.tell()
+        chunk = self.fh.read(min(count, (self.size - start) // _PAIR.size) * _PAIR.size)
+        done = 0
+        for key_tag, _key, value_tag, _value in _PAIR.iter_unpack(chunk):
+            if key_tag != T7_NUMBER or value_tag != T7_NUMBER:
+                break
+            done += 1
+        self.fh.seek(start + done * _PAIR.size)
+        return done
 
     def _torch(self, depth: int) -> None:
         version = self.string()
@@ -310,7 +328,12 @@ def best_of(entries: list[dict[str, Any]]) -> dict[str, Any] | None:
 
 def discover(directory: str, savefile: str | None = None, torchfile: Any = None) -> dict[str, Any]:
     """Everything checkpoint_info returns, for an existing directory."""
-    entries = [describe(path, torchfile) for path in list_checkpoints(directory, savefile)]
+    entries = []
+    for path in list_checkpoints(directory, savefile):
+        try:
+            entries.append(describe(path, torchfile))
+        except FileNotFoundError:  # removed since it was listed
+            continue
     return {
         "checkpoints": entries,
         "latest": latest_of(entries),

@@ -244,3 +244,45 @@ def test_walker_seeks_over_storages(tmp_path: Path) -> None:
         return
     path.write_bytes(body)
     assert torchfile.load(str(path))[b"w"].shape == (3,)
+
+
+def number_table_file(path: Path, entries: int, tail: bytes = b"") -> bytes:
+    """{train_losses = {1.0, 2.0, ...}, i = entries} the way torch7 writes it."""
+    import struct
+
+    def s(text: bytes) -> bytes:
+        return struct.pack("<i", len(text)) + text
+
+    body = struct.pack("<iii", 3, 1, 2) + struct.pack("<i", 2) + s(b"train_losses")
+    body += struct.pack("<iii", 3, 2, entries)
+    body += b"".join(struct.pack("<idid", 1, float(n + 1), 1, 3.0 - n / entries) for n in range(entries)) + tail
+    body += struct.pack("<i", 2) + s(b"i") + struct.pack("<id", 1, float(entries))
+    path.write_bytes(body)
+    return body
+
+
+@pytest.mark.parametrize("cut", [None, 0.3, 0.7, -5])
+def test_long_loss_tables(tmp_path: Path, cut: float | None) -> None:
+    """A long run's train_losses (one number -> number entry per iteration) is checked in bulk."""
+    path = tmp_path / "lm_long_epoch50.00_1.2000.t7"
+    body = number_table_file(path, 50_000)
+    if cut is not None:
+        path.write_bytes(body[: int(len(body) * cut) if cut > 0 else cut])
+        assert "cut short" in ck.check_t7(str(path))
+    else:
+        assert ck.check_t7(str(path)) is None
+
+
+def test_mixed_table_after_numbers(tmp_path: Path) -> None:
+    """Number entries followed by a string-keyed one: the bulk skip stops and the walk goes on."""
+    import struct
+
+    path = tmp_path / "lm_mixed_epoch1.00_1.0000.t7"
+    entries = 40
+    body = struct.pack("<iii", 3, 1, entries + 1)
+    body += b"".join(struct.pack("<idid", 1, float(n + 1), 1, 0.5) for n in range(entries))
+    body += struct.pack("<ii", 2, 1) + b"k" + struct.pack("<ii", 2, 2) + b"ok"
+    path.write_bytes(body)
+    assert ck.check_t7(str(path)) is None
+    path.write_bytes(body[:-1])
+    assert ck.check_t7(str(path)) is not None
