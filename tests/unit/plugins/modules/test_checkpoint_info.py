@@ -139,3 +139,19 @@ def test_ansible_adhoc_missing_dir(tmp_path: Path) -> None:
     result = ansible("-m", "rnn_bootstrap.char_rnn.checkpoint_info", "-a", f"dir={tmp_path}/cv")
     assert result["failed"] is True
     assert result["msg"] == f"checkpoint dir {tmp_path}/cv does not exist"
+
+
+def test_module_imports_without_torchfile(real: Path, run_module, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`import torchfile` failing on the target leaves the module working, structure-only."""
+    import importlib
+
+    monkeypatch.setitem(sys.modules, "torchfile", None)  # makes `import torchfile` raise ImportError
+    reloaded = importlib.reload(checkpoint_info)
+    try:
+        assert reloaded.torchfile is None
+        failed, result = run_module(reloaded.main, {"dir": str(real), "savefile": "tinygru"})
+        assert not failed
+        assert (result["torchfile"], result["latest"]["read"], result["latest"]["valid"]) == (False, False, True)
+    finally:
+        monkeypatch.undo()
+        importlib.reload(checkpoint_info)
