@@ -1,0 +1,89 @@
+"""Shared helpers for the unit tests: the real char-rnn output, and running a module in-process."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from ansible.module_utils import basic
+from ansible.module_utils.testing import patch_module_args
+
+REPO = Path(__file__).resolve().parents[2]
+# Same place tests/conftest.py calls SHARED_FIXTURES: ../shared/fixtures, next to the checkout.
+CHAR_RNN_FIXTURES = REPO.parent / "shared" / "fixtures" / "char-rnn"
+FIXTURE_UPSTREAM = REPO / "tests" / "fixtures" / "upstream" / "karpathy" / "char-rnn"
+
+LSTM = ("lm_tiny_epoch0.35_3.3196.t7", "lm_tiny_epoch1.06_3.2739.t7", "lm_tiny_epoch2.00_3.1596.t7")
+GRU = "lm_tinygru_epoch1.00_3.1838.t7"
+
+
+@pytest.fixture(scope="session")
+def real() -> Path:
+    """The real char-rnn checkpoints and logs; a missing folder is an error, not a skip."""
+    if not (CHAR_RNN_FIXTURES / GRU).is_file():
+        pytest.fail(f"real char-rnn fixtures missing: {CHAR_RNN_FIXTURES} (CI always has them)", pytrace=False)
+    return CHAR_RNN_FIXTURES
+
+
+@pytest.fixture
+def torchfile() -> Any:
+    return pytest.importorskip("torchfile", reason="the torchfile package is not installed")
+
+
+@pytest.fixture(scope="session")
+def upstream() -> Path:
+    """The fixture char-rnn (train.lua, sample.lua) this project ships for container tests."""
+    return FIXTURE_UPSTREAM
+
+
+def _copy_as(src: Path, dest_dir: Path, name: str, mtime: float | None = None, size: int | None = None) -> Path:
+    """Copy a checkpoint under another name: writable, optionally cut to ``size`` bytes and given an mtime."""
+    dest = dest_dir / name
+    if size is None:
+        shutil.copyfile(src, dest)
+    else:
+        dest.write_bytes(src.read_bytes()[:size])
+    if mtime is not None:
+        os.utime(dest, (mtime, mtime))
+    return dest
+
+
+@pytest.fixture
+def copy_as() -> Callable[..., Path]:
+    return _copy_as
+
+
+class ModuleExit(Exception):
+    def __init__(self, failed: bool, result: dict[str, Any]) -> None:
+        super().__init__(result.get("msg", ""))
+        self.failed = failed
+        self.result = result
+
+
+def _run_module(main: Any, args: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> tuple[bool, dict[str, Any]]:
+    """Run a module's main() with its arguments fed the way Ansible does; return (failed, result)."""
+
+    def exit_json(self: basic.AnsibleModule, **kwargs: Any) -> None:
+        raise ModuleExit(False, kwargs)
+
+    def fail_json(self: basic.AnsibleModule, msg: str, **kwargs: Any) -> None:
+        kwargs["msg"] = msg
+        raise ModuleExit(True, kwargs)
+
+    monkeypatch.setattr(basic.AnsibleModule, "exit_json", exit_json)
+    monkeypatch.setattr(basic.AnsibleModule, "fail_json", fail_json)
+    with patch_module_args(args), pytest.raises(ModuleExit) as caught:
+        main()
+    # what would go over the wire must be JSON
+    json.dumps(caught.value.result)
+    return caught.value.failed, caught.value.result
+
+
+@pytest.fixture
+def run_module(monkeypatch: pytest.MonkeyPatch) -> Callable[[Any, dict[str, Any]], tuple[bool, dict[str, Any]]]:
+    return lambda main, args: _run_module(main, args, monkeypatch)

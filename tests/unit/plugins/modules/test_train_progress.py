@@ -1,0 +1,91 @@
+"""The train_progress module, run the way Ansible runs it."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from ansible_collections.rnn_bootstrap.char_rnn.plugins.modules import train_progress
+
+REPO = Path(__file__).resolve().parents[4]
+
+
+@pytest.mark.parametrize(
+    ("log", "iteration", "val_loss", "model", "last_checkpoint"),
+    [
+        ("train-lstm.log", 284, 3.1596, "lstm", "cv/lm_tiny_epoch2.00_3.1596.t7"),
+        ("train-gru.log", 142, 3.1838, "gru", "cv/lm_tinygru_epoch1.00_3.1838.t7"),
+    ],
+)
+def test_real_logs(real: Path, run_module, log: str, iteration: int, val_loss: float, model: str, last_checkpoint):
+    failed, result = run_module(train_progress.main, {"path": str(real / log)})
+    assert not failed
+    assert result["changed"] is False
+    assert (result["exists"], result["truncated"], result["log_path"]) == (True, False, str(real / log))
+    assert (result["iteration"], result["total_iterations"], result["finished"]) == (iteration, iteration, True)
+    assert (result["val_loss"], result["model"], result["last_checkpoint"]) == (val_loss, model, last_checkpoint)
+    assert result["eta_seconds"] == 0
+    assert result["errors"] == []
+
+
+def test_tail_bytes(real: Path, run_module) -> None:
+    failed, result = run_module(train_progress.main, {"path": str(real / "train-lstm.log"), "tail_bytes": 1000})
+    assert not failed
+    assert (result["truncated"], result["size"]) == (True, 7050)
+    assert (result["iteration"], result["val_loss"], result["model"]) == (284, 3.1596, None)
+
+
+def test_running_log(real: Path, tmp_path: Path, run_module) -> None:
+    lines = (real / "train-lstm.log").read_text().splitlines(keepends=True)
+    cut = next(n for n, line in enumerate(lines) if line.startswith("200/284"))
+    log = tmp_path / "train.log"
+    log.write_text("".join(lines[: cut + 1]))
+    failed, result = run_module(train_progress.main, {"path": str(log), "median_of": 5, "_ansible_check_mode": True})
+    assert not failed
+    assert (result["iteration"], result["epoch"], result["finished"]) == (200, 1.408, False)
+    assert result["seconds_per_batch"] == 0.0037  # 180..200: 0.0036 0.0075 0.0037 0.0037 0.0033
+    assert result["eta_seconds"] == pytest.approx(84 * 0.0037, abs=1e-3)  # rounded to ms
+    assert result["val_loss"] == 3.2339
+
+
+def test_missing_log(tmp_path: Path, run_module) -> None:
+    failed, result = run_module(train_progress.main, {"path": str(tmp_path / "train.log")})
+    assert failed
+    assert result["msg"] == f"training log {tmp_path / 'train.log'} does not exist"
+    failed, result = run_module(train_progress.main, {"path": str(tmp_path / "train.log"), "missing_ok": True})
+    assert not failed
+    assert (result["exists"], result["segments"], result["iteration"]) == (False, 0, None)
+
+
+@pytest.mark.parametrize(("args", "needle"), [({"tail_bytes": -1}, "tail_bytes"), ({"median_of": 0}, "median_of")])
+def test_bad_numbers(real: Path, run_module, args: dict, needle: str) -> None:
+    failed, result = run_module(train_progress.main, {"path": str(real / "train-gru.log"), **args})
+    assert failed
+    assert needle in result["msg"]
+
+
+def test_ansible_adhoc(real: Path) -> None:
+    exe = shutil.which("ansible", path=str(Path(sys.executable).parent)) or shutil.which("ansible")
+    if not exe:
+        pytest.skip("the ansible command is not installed")
+    env = dict(
+        os.environ,
+        ANSIBLE_CONFIG=str(REPO / "ansible.cfg"),
+        ANSIBLE_LOAD_CALLBACK_PLUGINS="1",
+        ANSIBLE_STDOUT_CALLBACK="json",
+        ANSIBLE_LOCALHOST_WARNING="0",
+        ANSIBLE_INVENTORY_UNPARSED_WARNING="0",
+    )
+    args = ["-m", "rnn_bootstrap.char_rnn.train_progress", "-a", f"path={real}/train-gru.log tail_bytes=2000"]
+    proc = subprocess.run(
+        [exe, "localhost", *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=120, check=False
+    )
+    result = json.loads(proc.stdout)["plays"][0]["tasks"][0]["hosts"]["localhost"]
+    assert result.get("failed") is not True, result
+    assert (result["iteration"], result["total_iterations"], result["val_loss"]) == (142, 142, 3.1838)
+    assert result["truncated"] is True
