@@ -46,8 +46,10 @@ stage_build() {
 }
 
 stage_sanity() {
-  # ansible-test wants the collection at ansible_collections/NAMESPACE/NAME: copy the tracked tree.
-  local root="$REPO/.cache/ansible-test"
+  # ansible-test wants the collection at ansible_collections/NAMESPACE/NAME: copy the tracked
+  # tree there, outside this checkout (inside it, ansible-test would list files with our git,
+  # which ignores the copy, and find nothing to test).
+  local root="${TMPDIR:-/var/tmp}/rnn_bootstrap-sanity"
   local dest="$root/ansible_collections/rnn_bootstrap/char_rnn"
   rm -rf "$root" && mkdir -p "$dest"
   git ls-files -z --cached --others --exclude-standard | xargs -0 cp --parents -t "$dest" 2>/dev/null

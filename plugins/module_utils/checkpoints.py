@@ -133,7 +133,7 @@ class _T7Walker:
         if count < 0 or count * 8 > self.size:
             raise T7FormatError(f"table of {count} entries does not fit: file cut short or not torch7")
         done = self._number_pairs(count) if count > 16 else 0
-        for _ in range(count - done):
+        for _entry in range(count - done):
             self.obj(depth + 1)
             self.obj(depth + 1)
 

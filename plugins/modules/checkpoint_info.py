@@ -24,7 +24,7 @@ description:
     the error. See O(read_contents).
   - Read-only; never changes anything, so it is safe in check mode.
 author:
-  - rnn_bootstrap maintainers
+  - rnn_bootstrap maintainers (@rnn-bootstrap)
 options:
   dir:
     description:
@@ -57,8 +57,10 @@ options:
     default: false
 attributes:
   check_mode:
+    description: Can run in check_mode and return changed status prediction without modifying target.
     support: full
   diff_mode:
+    description: Will return details on what has changed (or possibly needs changing in check_mode), when in diff mode.
     support: none
 notes:
   - The structural check needs nothing but Python; C(torchfile) (which needs numpy) is optional.

@@ -25,12 +25,14 @@ description:
   - Options are passed as C(--opt=value), which both LuaRocks 3.x and the LuaRocks
     2.2 bundled with Torch7 accept.
 author:
-  - rnn_bootstrap maintainers
+  - rnn_bootstrap maintainers (@rnn-bootstrap)
 attributes:
   check_mode:
+    description: Can run in check_mode and return changed status prediction without modifying target.
     support: full
     details: Runs only C(luarocks list) and C(luarocks search), never install/make/remove.
   diff_mode:
+    description: Will return details on what has changed (or possibly needs changing in check_mode), when in diff mode.
     support: none
 options:
   name:

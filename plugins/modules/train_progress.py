@@ -22,7 +22,7 @@ description:
     the figures are those of the last segment and RV(restarts) counts the earlier ones.
   - Read-only; safe in check mode.
 author:
-  - rnn_bootstrap maintainers
+  - rnn_bootstrap maintainers (@rnn-bootstrap)
 options:
   path:
     description:
@@ -49,8 +49,10 @@ options:
     default: false
 attributes:
   check_mode:
+    description: Can run in check_mode and return changed status prediction without modifying target.
     support: full
   diff_mode:
+    description: Will return details on what has changed (or possibly needs changing in check_mode), when in diff mode.
     support: none
 notes:
   - The time per batch printed by char-rnn leaves out validation, so RV(eta_seconds) is a lower bound.

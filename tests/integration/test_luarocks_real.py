@@ -310,7 +310,7 @@ def test_role_verifies_torch_rocks(run, home, tmp_path):
     assert "Torch7 rocks nn are not installed" in failed["msg"]
     assert installed(run.tree, "nn", home) == []
 
-    ok = run.playbook(role_play(**dict(base, luarocks_torch_rocks=["torch"])))
+    ok = run.playbook(role_play(**{**base, "luarocks_torch_rocks": ["torch"]}))
     assert ok["stats"]["localhost"]["failures"] == 0
     assert ok["stats"]["localhost"]["changed"] == 0
 

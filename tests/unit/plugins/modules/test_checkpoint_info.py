@@ -97,7 +97,7 @@ def test_empty_dir(tmp_path: Path, run_module) -> None:
 
 
 def test_check_mode_reads_the_same(real: Path, run_module) -> None:
-    _, normal = run_module(checkpoint_info.main, {"dir": str(real)})
+    _failed, normal = run_module(checkpoint_info.main, {"dir": str(real)})
     failed, checked = run_module(checkpoint_info.main, {"dir": str(real), "_ansible_check_mode": True})
     assert not failed
     assert checked == normal

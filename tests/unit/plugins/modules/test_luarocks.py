@@ -63,10 +63,10 @@ class FakeRunner:
 
     @property
     def verbs(self):
-        return [next(a for a in key if not a.startswith("--")) for key, _ in self.calls]
+        return [next(a for a in call[0] if not a.startswith("--")) for call in self.calls]
 
     def argvs(self):
-        return [key for key, _ in self.calls]
+        return [call[0] for call in self.calls]
 
 
 def params(**kw):
@@ -109,7 +109,7 @@ def test_parse_search_porcelain():
 
 
 @pytest.mark.parametrize(
-    ("a", "b", "expected"),
+    ("older_or_newer", "other", "expected"),
     [
         ("1.0-1", "1.0-1", 0),
         ("1.0-1", "1.0-2", -1),
@@ -123,9 +123,9 @@ def test_parse_search_porcelain():
         ("1.8.0-1", "1.7.0-5", 1),
     ],
 )
-def test_compare_versions_follows_luarocks(a, b, expected):
-    assert compare_versions(a, b) == expected
-    assert compare_versions(b, a) == -expected
+def test_compare_versions_follows_luarocks(older_or_newer, other, expected):
+    assert compare_versions(older_or_newer, other) == expected
+    assert compare_versions(other, older_or_newer) == -expected
 
 
 @pytest.mark.parametrize(
