@@ -11,104 +11,22 @@ import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 
 import boto3
 import pytest
-
-REPO = Path(__file__).resolve().parents[3]
-HERE = Path(__file__).resolve().parent
-REGION = "us-east-1"
-BIN = Path(sys.executable).parent
-
-CANONICAL, DEBIAN, REDHAT = "099720109477", "136693071363", "309956199498"
-
-
-def _ami(ami_id: str, owner: str, name: str, created: str, root: str) -> dict:
-    return {
-        "ami_id": ami_id,
-        "state": "available",
-        "public": True,
-        "owner_id": owner,
-        "image_location": f"{owner}/{name}",
-        "root_device_type": "ebs",
-        "root_device_name": root,
-        "description": name,
-        "image_type": "machine",
-        "architecture": "x86_64",
-        "name": name,
-        "virtualization_type": "hvm",
-        "hypervisor": "xen",
-        "creation_date": created,
-    }
-
-
-# Fake "official" images. Each distro has a decoy the lookup must not pick.
-AMIS = [
-    _ami(
-        "ami-0ub24old0000001",
-        CANONICAL,
-        "ubuntu/images/hvm-ssd-gp3/ubuntu-noble-24.04-amd64-server-20240423",
-        "2024-04-23T00:00:00.000Z",
-        "/dev/sda1",
-    ),
-    _ami(
-        "ami-0ub24cur0000002",
-        CANONICAL,
-        "ubuntu/images/hvm-ssd-gp3/ubuntu-noble-24.04-amd64-server-20250610",
-        "2025-06-10T00:00:00.000Z",
-        "/dev/sda1",
-    ),
-    _ami("ami-0deb12cur000003", DEBIAN, "debian-12-amd64-20250610-2137", "2025-06-10T00:00:00.000Z", "/dev/xvda"),
-    _ami(
-        "ami-0rhel94old00004",
-        REDHAT,
-        "RHEL-9.4.0_HVM-20240423-x86_64-62-Hourly2-GP3",
-        "2024-04-23T00:00:00.000Z",
-        "/dev/sda1",
-    ),
-    _ami(
-        "ami-0rhel96cur00005",
-        REDHAT,
-        "RHEL-9.6.0_HVM-20250601-x86_64-0-Hourly2-GP3",
-        "2025-06-01T00:00:00.000Z",
-        "/dev/sda1",
-    ),
-    # Newer, but a beta (name pattern excludes it) or from someone else's account (owner filter excludes it).
-    _ami(
-        "ami-0rhel98beta0006",
-        REDHAT,
-        "RHEL-9.8.0_HVM_BETA-20250901-x86_64-0-Hourly2-GP3",
-        "2025-09-01T00:00:00.000Z",
-        "/dev/sda1",
-    ),
-    _ami(
-        "ami-0rhel97fake0007",
-        "111122223333",
-        "RHEL-9.7.0_HVM-20250801-x86_64-0-Hourly2-GP3",
-        "2025-08-01T00:00:00.000Z",
-        "/dev/sda1",
-    ),
-]
-SSM = {
-    "/aws/service/canonical/ubuntu/server/24.04/stable/current/amd64/hvm/ebs-gp3/ami-id": "ami-0ub24cur0000002",
-    "/aws/service/debian/release/12/latest/amd64": "ami-0deb12cur000003",
-}
-EXPECTED_AMI = {
-    "ubuntu-24.04": "ami-0ub24cur0000002",
-    "debian-12": "ami-0deb12cur000003",
-    "rhel-9": "ami-0rhel96cur00005",
-}
-ROOT_DEVICE = {
-    "ami-0ub24cur0000002": "/dev/sda1",
-    "ami-0deb12cur000003": "/dev/xvda",
-    "ami-0rhel96cur00005": "/dev/sda1",
-}
-
-FLEET = "rnnci"
-OTHER_FLEET = "rnnci-other"
-KEY_NAME = "rnnci-key"
-SSH_CIDR = "203.0.113.7/32"
+from ec2_helpers import (
+    AMIS,
+    BIN,
+    EXPECTED_AMI,
+    HERE,
+    KEY_NAME,
+    OTHER_FLEET,
+    REGION,
+    REPO,
+    SSH_CIDR,
+    SSM,
+    fleet_instances,
+)
 
 
 def _free_port() -> int:
@@ -178,7 +96,12 @@ def _sandbox_env() -> dict[str, str]:
 @dataclass
 class Run:
     rc: int
-    out: str
+    stdout: str
+    stderr: str
+
+    @property
+    def out(self) -> str:
+        return self.stdout + self.stderr
 
     def recap(self) -> dict[str, int]:
         """Counters of the localhost line of the PLAY RECAP."""
@@ -202,7 +125,7 @@ def cli(moto_endpoint: str):
             timeout=timeout,
             check=False,
         )
-        return Run(proc.returncode, proc.stdout + proc.stderr)
+        return Run(proc.returncode, proc.stdout, proc.stderr)
 
     return run
 
@@ -229,17 +152,6 @@ def ec2(moto_endpoint: str):
     )
 
 
-def fleet_instances(ec2, fleet: str) -> list[dict]:
-    """Non-terminated instances carrying the fleet tag."""
-    reservations = ec2.describe_instances(
-        Filters=[
-            {"Name": "tag:rnn_bootstrap:fleet", "Values": [fleet]},
-            {"Name": "instance-state-name", "Values": ["pending", "running", "stopping", "stopped"]},
-        ]
-    )["Reservations"]
-    return [i for r in reservations for i in r["Instances"]]
-
-
 @pytest.fixture(scope="session")
 def bystanders(ec2, playbook) -> dict[str, str]:
     """What teardown must leave alone: an untagged instance, and another fleet launched by our own playbook."""
@@ -256,3 +168,27 @@ def bystanders(ec2, playbook) -> dict[str, str]:
     assert other.rc == 0, other.out
     (other_instance,) = fleet_instances(ec2, OTHER_FLEET)
     return {"untagged": untagged["Instances"][0]["InstanceId"], "other": other_instance["InstanceId"]}
+
+
+@pytest.fixture(scope="session")
+def site_collections_env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    """Collections path under which playbooks/site.yml resolves all its roles.
+
+    site.yml needs rnn_bootstrap.char_rnn.system_deps, which is built on another branch. Until it is merged
+    here, overlay this checkout with a stub of that role (--list-hosts never runs it); once it exists, the
+    checkout is used as it is.
+    """
+    if (REPO / "roles" / "system_deps").is_dir():
+        return {}
+    root = tmp_path_factory.mktemp("collections")
+    overlay = root / "ansible_collections" / "rnn_bootstrap" / "char_rnn"
+    (overlay / "roles").mkdir(parents=True)
+    for entry in REPO.iterdir():
+        if entry.name not in {"roles", ".git", ".cache", ".ansible"}:
+            (overlay / entry.name).symlink_to(entry)
+    for role in (REPO / "roles").iterdir():
+        (overlay / "roles" / role.name).symlink_to(role)
+    stub = overlay / "roles" / "system_deps" / "tasks"
+    stub.mkdir(parents=True)
+    (stub / "main.yml").write_text("---\n- name: Stub\n  ansible.builtin.meta: noop\n")
+    return {"ANSIBLE_COLLECTIONS_PATH": str(root)}
