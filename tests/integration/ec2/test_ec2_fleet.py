@@ -197,6 +197,26 @@ def test_teardown_removes_the_fleet_and_nothing_else(provisioned, bystanders, pl
     assert _all_hosts(_inventory(cli, "ec2.yml", env=fleet_env)) == set()
 
 
+def test_count_zero_scales_a_distro_down_and_keeps_the_rest(bystanders, playbook, ec2):
+    # Runs after teardown so that its own fleet does not disturb the listings above.
+    spec = {**PROVISION_VARS, "ec2_fleet_name": "rnnci-scale"}
+    up = playbook(
+        "provision",
+        **{**spec, "ec2_fleet_distros": [{"distro": "ubuntu-24.04", "count": 1}, {"distro": "debian-12", "count": 1}]},
+    )
+    assert up.rc == 0, up.out
+    before = {_tag(i, "rnn_bootstrap:distro"): i["InstanceId"] for i in fleet_instances(ec2, "rnnci-scale")}
+    down = playbook(
+        "provision",
+        **{**spec, "ec2_fleet_distros": [{"distro": "ubuntu-24.04", "count": 1}, {"distro": "debian-12", "count": 0}]},
+    )
+    assert down.rc == 0, down.out
+    assert down.recap()["changed"] == 1, down.out
+    after = {_tag(i, "rnn_bootstrap:distro"): i["InstanceId"] for i in fleet_instances(ec2, "rnnci-scale")}
+    assert after == {"ubuntu-24.04": before["ubuntu-24.04"]}
+    assert {i["InstanceId"] for i in fleet_instances(ec2, OTHER_FLEET)} == {bystanders["other"]}
+
+
 def test_role_knows_every_distro_the_plugin_knows():
     import yaml
     from ansible_collections.rnn_bootstrap.char_rnn.plugins.module_utils.ec2_distros import DISTROS, login_user
