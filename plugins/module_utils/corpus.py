@@ -24,7 +24,7 @@ class CorpusError(Exception):
 
 def scan(path: str) -> dict:
     """Size, SHA-1, whether it looks like text, and whether it decodes as UTF-8."""
-    sha1 = hashlib.sha1()  # noqa: S324 - same digest Ansible's stat/copy use, for comparison
+    sha1 = hashlib.sha1()  # the digest Ansible's stat and copy compare with
     size = binary = 0
     decoder_ok = True
     decoder = codecs.getincrementaldecoder("utf-8")()

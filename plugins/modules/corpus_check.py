@@ -95,7 +95,6 @@ minimum_size:
 """
 
 from ansible.module_utils.basic import AnsibleModule
-
 from ansible_collections.rnn_bootstrap.char_rnn.plugins.module_utils.corpus import CorpusError, check
 
 
@@ -110,9 +109,8 @@ def main() -> None:
         },
         supports_check_mode=True,
     )
-    params = module.params
     try:
-        facts = check(params["path"], params["batch_size"], params["seq_length"], params["train_frac"], params["val_frac"])
+        facts = check(**module.params)
     except CorpusError as exc:
         module.fail_json(msg=str(exc))
     facts.pop("binary_bytes", None)
