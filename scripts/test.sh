@@ -4,6 +4,9 @@
 # Every stage runs even if an earlier one failed; the summary at the end says which failed.
 #   scripts/test.sh                 everything
 #   scripts/test.sh lint unit       only those stages (lint unit build sanity molecule)
+#   CHARRNN_REAL_UPSTREAM=git://127.0.0.1:9418/github.com/ scripts/test.sh real
+#                                   OPT-IN: the real torch/distro and char-rnn through that mirror
+#                                   (../shared/upstream/README.md); builds Torch7 for real
 # CHARRNN_PLATFORMS=debian-12,... limits the Molecule platforms (default: the whole matrix;
 # platforms whose images cannot be pulled are reported as NOT RUN).
 set -uo pipefail
@@ -65,7 +68,11 @@ stage_sanity() {
 }
 
 stage_molecule() {
-  python tests/containers/testbed.py molecule default
+  python tests/containers/testbed.py molecule default --upstream fixture
+}
+
+stage_real() {
+  python tests/containers/testbed.py molecule real debian-12 debian-13 --upstream real
 }
 
 setup || { echo "set-up failed"; exit 1; }

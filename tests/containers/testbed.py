@@ -4,6 +4,15 @@
     testbed.py molecule SCENARIO [NAME ...]       prepare, then `molecule test` on the ready ones
 
 NAME defaults to every platform in platforms.yml (or $CHARRNN_PLATFORMS, comma separated).
+
+GitHub is out of reach of tests, so the upstream the roles clone is given to Molecule as a Git
+URL rewrite and pinned commits (environment variables that the scenarios read):
+  --upstream fixture (default)  the FIXTURE repos of tests/fixtures/upstream, built and served
+                                here on git://127.0.0.1:$CHARRNN_FIXTURE_PORT (default 9419);
+                                stand-ins written by this project, NOT real Torch or char-rnn
+  --upstream real               the real torch/distro and char-rnn from a mirror whose URL prefix
+                                is $CHARRNN_REAL_UPSTREAM (see ../shared/upstream/README.md), at
+                                the commits the roles pin
 Images are cached: each carries a label with a hash of its recipe and is rebuilt only when the
 recipe changes. A platform built here (debootstrap) that fails to build is a failure; a platform
 whose public base image cannot be pulled is reported as NOT RUN, never as passed.
@@ -200,6 +209,58 @@ def run_molecule(scenario: str, platforms: list[Platform]) -> bool:
     return ok
 
 
+def role_default(role: str, name: str) -> str:
+    return str(yaml.safe_load((REPO / "roles" / role / "defaults" / "main.yml").read_text())[name])
+
+
+def fixture_upstream() -> tuple[dict[str, str], subprocess.Popen]:
+    """Build the FIXTURE repos and serve them with git daemon on loopback."""
+    out = REPO / ".cache" / "upstream"
+    shutil.rmtree(out, ignore_errors=True)
+    built = subprocess.run(
+        [sys.executable, str(REPO / "tests" / "fixtures" / "upstream" / "build.py"), str(out)],
+        check=True, text=True, capture_output=True,
+    )  # fmt: skip
+    shas = dict(line.split() for line in built.stdout.splitlines() if line.strip())
+    port = os.environ.get("CHARRNN_FIXTURE_PORT", "9419")
+    daemon = subprocess.Popen(
+        ["git", "daemon", "--reuseaddr", "--export-all", f"--base-path={out}", "--listen=127.0.0.1",
+         f"--port={port}", str(out)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    time.sleep(0.5)
+    if daemon.poll() is not None:
+        sys.exit(f"git daemon for the FIXTURE upstream could not listen on 127.0.0.1:{port}")
+    env = {
+        "CHARRNN_UPSTREAM": "fixture",
+        "CHARRNN_UPSTREAM_URL": f"git://127.0.0.1:{port}/github.com/",
+        "CHARRNN_TORCH7_VERSION": shas["torch/distro"],
+        "CHARRNN_CHAR_RNN_VERSION": shas["karpathy/char-rnn"],
+    }
+    print(
+        "upstream: FIXTURE repos written by this project (not real Torch, not real char-rnn): "
+        f"torch/distro@{shas['torch/distro'][:12]}, karpathy/char-rnn@{shas['karpathy/char-rnn'][:12]} "
+        f"on {env['CHARRNN_UPSTREAM_URL']}",
+        flush=True,
+    )
+    return env, daemon
+
+
+def real_upstream() -> dict[str, str]:
+    url = os.environ.get("CHARRNN_REAL_UPSTREAM", "")
+    if not url:
+        sys.exit("--upstream real needs CHARRNN_REAL_UPSTREAM, e.g. git://127.0.0.1:9418/github.com/")
+    env = {
+        "CHARRNN_UPSTREAM": "real",
+        "CHARRNN_UPSTREAM_URL": url,
+        "CHARRNN_TORCH7_VERSION": role_default("torch7", "torch7_version"),
+        "CHARRNN_CHAR_RNN_VERSION": role_default("char_rnn", "char_rnn_version"),
+    }
+    print(f"upstream: REAL torch/distro@{env['CHARRNN_TORCH7_VERSION'][:12]}, "
+          f"karpathy/char-rnn@{env['CHARRNN_CHAR_RNN_VERSION'][:12]} through {url}", flush=True)  # fmt: skip
+    return env
+
+
 def report(title: str, platforms: list[Platform]) -> None:
     print(f"\n{title}")
     for p in platforms:
@@ -216,6 +277,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("command", choices=["images", "molecule"])
     parser.add_argument("args", nargs="*", help="for molecule: SCENARIO [NAME ...]; for images: [NAME ...]")
+    parser.add_argument("--upstream", choices=["fixture", "real"], default="fixture")
     opts = parser.parse_args()
     args = list(opts.args)
     scenario = args.pop(0) if opts.command == "molecule" and args else "default"
@@ -226,8 +288,19 @@ def main() -> int:
     if opts.command == "images":
         report("images", platforms)
         return 1 if broken else 0
-    ok = run_molecule(scenario, platforms) if not broken else False
-    report(f"molecule scenario '{scenario}'", platforms)
+    daemon = None
+    if opts.upstream == "real":
+        os.environ.update(real_upstream())
+    else:
+        env, daemon = fixture_upstream()
+        os.environ.update(env)
+    try:
+        ok = run_molecule(scenario, platforms) if not broken else False
+    finally:
+        if daemon is not None:
+            daemon.terminate()
+            daemon.wait()
+    report(f"molecule scenario '{scenario}' (upstream: {os.environ['CHARRNN_UPSTREAM'].upper()})", platforms)
     return 0 if ok and not broken else 1
 
 
