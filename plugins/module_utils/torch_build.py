@@ -33,7 +33,7 @@ LUA_FLAVOURS = ("LUAJIT21", "LUAJIT20", "LUA51", "LUA52")
 # name, directory in torch/distro, rockspec (relative to the directory), dependencies, cuda.
 # Order = the order torch/distro's install.sh (commit 0219027) runs `luarocks make`, so any
 # subset taken in this order is a valid dependency order. Dependencies are those the
-# rockspecs declare (plus trepl, which provides `th`). exe/qtlua and pkg/qttorch (Qt4) are
+# rockspecs declare, plus runtime requires they forget (optim -> xlua). exe/qtlua and pkg/qttorch (Qt4) are
 # deliberately absent.
 CATALOG = (
     ("luafilesystem", "extra/luafilesystem", "rockspecs/luafilesystem-1.6.3-1.rockspec", (), False),
@@ -53,7 +53,9 @@ CATALOG = (
     ("graph", "extra/graph", "rocks/graph-scm-1.rockspec", ("torch",), False),
     ("nngraph", "extra/nngraph", "nngraph-scm-1.rockspec", ("torch", "graph", "nn"), False),
     ("image", "pkg/image", "image-1.1.alpha-0.rockspec", ("torch", "sys", "xlua", "dok"), False),
-    ("optim", "pkg/optim", "optim-1.0.5-0.rockspec", ("torch",), False),
+    # optim's rockspec declares only torch, but optim/Logger.lua (loaded by optim/init.lua)
+    # does `require 'xlua'`; a build without xlua cannot `require 'optim'`.
+    ("optim", "pkg/optim", "optim-1.0.5-0.rockspec", ("torch", "xlua"), False),
     ("cutorch", "extra/cutorch", "rocks/cutorch-scm-1.rockspec", ("torch",), True),
     ("cunn", "extra/cunn", "rocks/cunn-scm-1.rockspec", ("torch", "nn", "cutorch"), True),
     ("gnuplot", "pkg/gnuplot", "rocks/gnuplot-scm-1.rockspec", ("torch", "paths"), False),
@@ -72,7 +74,7 @@ CUDA_PACKAGES = ("cutorch", "cunn")
 DEFAULT_VERIFY_MODULES = ("torch", "nn", "nngraph", "optim", "lfs")
 
 BLAS_PATTERN = re.compile(r"(openblas|mkl|atlas|goto|blis|blas)", re.IGNORECASE)
-CMAKE_VERSION_PATTERN = re.compile(r"cmake version (\d+)\.(\d+)(?:\.(\d+))?")
+CMAKE_VERSION_PATTERN = re.compile(r"cmake\S* version (\d+)\.(\d+)(?:\.(\d+))?")
 NVCC_CANDIDATES = ("/usr/local/cuda/bin/nvcc", "/opt/cuda/bin/nvcc")
 # Where install.sh lets CMake look for an OpenBLAS built from source (/opt/OpenBLAS).
 OPENBLAS_DIRS = ("/opt/OpenBLAS/include", "/opt/OpenBLAS/lib")
@@ -624,7 +626,8 @@ def artifact_state(path):
     try:
         with tarfile.open(path) as tar:
             for member in tar.getmembers():
-                if member.name.lstrip("./") == STATE_FILE and member.isfile():
+                name = member.name[2:] if member.name.startswith("./") else member.name
+                if name == STATE_FILE and member.isfile():
                     handle = tar.extractfile(member)
                     return json.loads(handle.read().decode("utf-8"))
     except (OSError, tarfile.TarError, ValueError) as exc:

@@ -20,8 +20,9 @@ description:
     dependency order, with C(MAKEFLAGS=-jN) and C(CMAKE_BUILD_PARALLEL_LEVEL=N)."
   - "What is built: the dependency closure of what char-rnn needs (C(torch), C(nn), C(nngraph),
     C(optim), C(luafilesystem), and C(trepl) which provides C(th)), taken from the packages'
-    rockspecs: luafilesystem, penlight, luaffi, cwrap, paths, torch, trepl, moses, nn, graph,
-    nngraph, optim. CUDA rocks (cutorch, cunn) only with O(cuda=true). The Qt packages
+    rockspecs plus the runtime requires they omit (optim loads xlua): luafilesystem, penlight,
+    luaffi, cwrap, paths, torch, trepl, sys, xlua, moses, nn, graph, nngraph, optim (14 of the 26).
+    CUDA rocks (cutorch, cunn) only with O(cuda=true). The Qt packages
     C(install.sh) tries (qtlua, qttorch) are never built; other upstream packages via
     O(extra_packages)."
   - Every step's output is appended to O(log_path) (the previous log is kept as C(<log_path>.1)).
@@ -220,7 +221,7 @@ packages:
   returned: success
   type: list
   elements: str
-  sample: [luafilesystem, penlight, luaffi, cwrap, paths, torch, trepl, moses, nn, graph, nngraph, optim]
+  sample: [luafilesystem, penlight, luaffi, cwrap, paths, torch, trepl, sys, xlua, moses, nn, graph, nngraph, optim]
 log_path:
   description: The build log on the host.
   returned: always
