@@ -291,6 +291,8 @@ def compare_state(desired, state):
         return ["no build record"]
     if not state:
         return ["build record unreadable"]
+    if state.get("incomplete"):
+        return ["previous build did not finish"]
     reasons = []
     for key in ("commit", "lua_flavour", "prefix", "packages", "cuda"):
         if state.get(key) != desired[key]:
@@ -418,8 +420,8 @@ class Build:
             )
             steps.append(("install FindCUDA modules", [cmake, "--build", ".", "--target", "install"], cuda_build))
         for name in packages:
-            pkg_dir, rockspec = find_rockspec(self.runner, src, name)
-            steps.append((f"luarocks make {name}", [luarocks, "make", rockspec], pkg_dir))
+            _pkg_dir, rockspec = find_rockspec(self.runner, src, name)
+            steps.append((f"luarocks make {name}", [luarocks, "make", rockspec], self.staged(name)))
         return steps
 
     def env(self, cmake, jobs, lua_env=None):
@@ -457,9 +459,15 @@ class Build:
         if rc != 0:
             raise BuildError(name, f"step '{name}' failed with rc={rc}", rc=rc)
 
+    def staged(self, name):
+        return os.path.join(self.p["build_dir"], "pkgs", CATALOG_BY_NAME[name][1])
+
     def prepare(self, cmake, packages):
-        """Fresh build tree; a prefix we built before is removed (stale rocks of another
-        flavour break); package build dirs are cleaned like torch/distro's clean.sh does."""
+        """Fresh build tree; a prefix we built (or started to build) before is removed, since
+        stale rocks of another flavour break. Each package is built from a copy under
+        ``build_dir/pkgs`` (luarocks builds in the current directory), so the checkout stays
+        clean for the next ``git`` update; leftovers of an upstream install.sh run (``build``
+        directories, as clean.sh lists them) are not copied."""
         prefix, build_dir = self.p["prefix"], self.p["build_dir"]
         if os.path.isdir(build_dir):
             shutil.rmtree(build_dir)
@@ -468,11 +476,12 @@ class Build:
         os.symlink(cmake, os.path.join(toolbin, "cmake"))
         if os.path.exists(state_path(prefix)):
             remove_prefix(prefix)
+        if not os.path.isdir(prefix):
+            os.makedirs(prefix)
+        write_state(prefix, {"managed_by": MANAGED_BY, "schema": STATE_SCHEMA, "incomplete": True})
+        junk = shutil.ignore_patterns(".git", "build", "build.luarocks", "CMakeCache.txt", "CMakeFiles")
         for name in packages:
-            pkg_dir = os.path.join(self.p["src"], CATALOG_BY_NAME[name][1])
-            for junk in ("build", "build.luarocks"):
-                if os.path.isdir(os.path.join(pkg_dir, junk)):
-                    shutil.rmtree(os.path.join(pkg_dir, junk))
+            shutil.copytree(os.path.join(self.p["src"], CATALOG_BY_NAME[name][1]), self.staged(name), True, junk)
 
     def luarocks_path(self, env):
         rc, out = self.runner.capture([os.path.join(self.p["prefix"], "bin", "luarocks"), "path"], env=env)

@@ -34,8 +34,9 @@ description:
     build seconds). It rebuilds only when one of commit, flavour, prefix, packages or CUDA changes,
     when O(force=true), or when the install is broken: C(th) missing, C(libTH) missing, the require
     check failing, or the record having no BLAS while O(require_blas=true)."
-  - A rebuild starts from a fresh build tree (O(build_dir)), removes the package build directories
-    (as upstream's C(clean.sh) does) and removes O(prefix) if it holds a previous record of this module.
+  - A rebuild starts from a fresh build tree (O(build_dir)) and removes O(prefix) if it holds a previous
+    record of this module (complete or not). Packages are built from copies under C(<build_dir>/pkgs), so
+    the checkout (and its submodules) stays clean for later C(git) updates.
   - "Activation: writes O(profile_script) (PATH, LD_LIBRARY_PATH, LUA_PATH, LUA_CPATH like upstream's
     C(torch-activate), which is also written to C(<prefix>/bin/torch-activate)) and symlinks C(th) as
     O(th_link)."

@@ -208,6 +208,7 @@ def test_fixture_changed_commit_flavour_or_broken_install_rebuilds(checkout, tmp
         assert rc == 0 and res["built"] and "install broken" in res["reason"], res
         rc, res = run_module(tmp_path, src, lua_flavour="LUA51")
         assert rc == 0 and not res["changed"], res
+        assert git("status", "--porcelain", "--ignored=no", cwd=src) == ""  # checkout left clean
     finally:
         git("reset", "-q", "--hard", before, cwd=src)
 
@@ -225,7 +226,7 @@ def test_fixture_failure_reports_step_and_tail(checkout, tmp_path):
     assert rc != 0
     assert res["failed_step"] == "luarocks make nngraph"
     assert "missing dependency no-such-rock" in res["log_tail"]
-    assert not (tmp_path / "install" / ".rnn_bootstrap-build.json").exists()
+    assert "incomplete" in (tmp_path / "install" / ".rnn_bootstrap-build.json").read_text()
 
 
 def test_fixture_install_sh_prompts_like_upstream(checkout, tmp_path):

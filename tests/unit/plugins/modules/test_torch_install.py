@@ -248,6 +248,9 @@ def test_fresh_build_runs_steps_in_order_and_records(env):
     rocks = [call[1][2] for call in runner.steps()[3:]]
     assert rocks == [dict((e[0], e[2]) for e in tb.CATALOG)[name] for name in CHAR_RNN_SET]
     assert all(call[1][0] == str(tmp_path / "install" / "bin" / "luarocks") for call in runner.steps()[3:])
+    # packages are built from copies, the checkout stays clean
+    assert runner.steps()[3][2] == str(src / "build" / "pkgs" / "extra" / "luafilesystem")
+    assert (src / "build" / "pkgs" / "pkg" / "torch" / "rocks" / "torch-scm-1.rockspec").exists()
     # parallel: luarocks' cmake/make builds get the job count from the environment
     step_env = runner.steps()[-1][3]
     assert step_env["MAKEFLAGS"] == "-j4" and step_env["CMAKE_BUILD_PARALLEL_LEVEL"] == "4"
@@ -413,11 +416,11 @@ def test_failure_reports_step_and_log_tail(env, fail_on, step):
     assert "error: the compiler said no" in res["log_tail"]
     assert f"<== [{step}] rc=2" in res["log_tail"]
     assert res["log_path"] in res["msg"]
-    assert not (tmp_path / "install" / tb.STATE_FILE).exists()
+    assert json.loads((tmp_path / "install" / tb.STATE_FILE).read_text())["incomplete"] is True
     # the next run retries
     runner.fail_on = None
     ok, res = mod.run(params(tmp_path, src), False, runner)
-    assert ok and res["built"]
+    assert ok and res["built"] and res["reason"] == "previous build did not finish"
     assert os.path.exists(str(tmp_path / "log" / "torch-build.log.1"))
 
 
@@ -434,7 +437,7 @@ def test_require_check_failure_after_build(env):
     ok, res = mod.run(params(tmp_path, src), False, runner)
     assert not ok and res["failed_step"] == "verify requires"
     assert "nngraph" in res["log_tail"]
-    assert not (tmp_path / "install" / tb.STATE_FILE).exists()
+    assert "commit" not in json.loads((tmp_path / "install" / tb.STATE_FILE).read_text())
 
 
 # --------------------------------------------------------------------------- toolchain
