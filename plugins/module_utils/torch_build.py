@@ -526,13 +526,16 @@ def remove_prefix(prefix):
     shutil.rmtree(prefix)
 
 
-def parse_luarocks_path(text):
-    """``export LUA_PATH='...'`` lines of ``luarocks path`` -> dict."""
+def parse_luarocks_path(text, home=None):
+    """``export LUA_PATH='...'`` lines of ``luarocks path`` -> dict, without the entries of
+    the building user's own tree (``~/.luarocks``): the result goes into a system-wide script."""
+    home_tree = os.path.join(home or os.path.expanduser("~"), ".luarocks") + "/"
     env = {}
     for line in (text or "").splitlines():
         match = re.match(r"^\s*export\s+([A-Z_][A-Z0-9_]*)=(['\"]?)(.*)\2\s*$", line)
         if match and match.group(1) in ("LUA_PATH", "LUA_CPATH", "LUA_PATH_5_2", "LUA_CPATH_5_2"):
-            env[match.group(1)] = match.group(3)
+            parts = [part for part in match.group(3).split(";") if not part.startswith(home_tree)]
+            env[match.group(1)] = ";".join(parts)
     return env
 
 

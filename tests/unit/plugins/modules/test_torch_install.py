@@ -596,3 +596,15 @@ def test_artifact_for_another_prefix_is_refused(env):
     assert mod.run(params(tmp_path, src, export_artifact=str(artifact)), False, runner)[0]
     ok, res = mod.run(params(tmp_path, src, artifact=str(artifact), prefix=str(tmp_path / "other")), False, runner)
     assert not ok and "not relocatable" in res["msg"]
+
+
+def test_parse_luarocks_path_drops_the_builders_home_tree():
+    text = (
+        "export LUA_PATH='/root/.luarocks/share/lua/5.1/?.lua;/opt/t/share/lua/5.1/?.lua;./?.lua'\n"
+        "export LUA_CPATH='/root/.luarocks/lib/lua/5.1/?.so;/opt/t/lib/lua/5.1/?.so'\n"
+        "export PATH='/root/.luarocks/bin:/usr/bin'\n"
+    )
+    assert tb.parse_luarocks_path(text, home="/root") == {
+        "LUA_PATH": "/opt/t/share/lua/5.1/?.lua;./?.lua",
+        "LUA_CPATH": "/opt/t/lib/lua/5.1/?.so",
+    }
