@@ -66,7 +66,8 @@ options:
     default: /opt/torch/install
   build_dir:
     description:
-      - CMake build tree for C(exe/luajit-rocks). Removed and recreated on every build.
+      - Scratch directory of a build, removed and recreated on every build. Holds the CMake build tree of
+        C(exe/luajit-rocks) and, under C(pkgs/), the copies of the packages C(luarocks make) builds in.
       - Defaults to C(<src>/build), where C(install.sh) builds (ignored by the distro's C(.gitignore)).
     type: path
   lua_flavour:
