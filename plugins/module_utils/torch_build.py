@@ -498,7 +498,10 @@ class Build:
                 f"torch_install build of {self.p['src']} into {self.p['prefix']} "
                 f"({self.p['lua_flavour']}, jobs={jobs}, cmake={cmake})\npackages: {' '.join(packages)}\n"
             )
-            self.prepare(cmake, packages)
+            try:
+                self.prepare(cmake, packages)
+            except OSError as exc:
+                raise BuildError("prepare", f"cannot prepare the build: {exc}") from exc
             steps = self.plan(cmake, jobs, packages)
             env = self.env(cmake, jobs)
             lua_env = None

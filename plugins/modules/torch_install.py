@@ -379,6 +379,8 @@ def build_from_source(runner, p, check_mode, result):
     try:
         commit = tb.source_commit(runner, src)
         packages = tb.resolve_packages(list(tb.CHAR_RNN_PACKAGES) + list(p["extra_packages"]), p["cuda"])
+        for name in packages:
+            tb.find_rockspec(runner, src, name)  # every package's sources are checked out
     except tb.BuildError as exc:
         raise Failure(exc.msg, failed_step=exc.step, log_tail=exc.output) from exc
     except ValueError as exc:
@@ -526,6 +528,10 @@ def run(params, check_mode, runner):
         return False, result
     except tb.BuildError as exc:
         result.update(msg=exc.msg, failed_step=exc.step, log_tail=exc.output)
+        return False, result
+    except OSError as exc:
+        result.update(msg=f"{type(exc).__name__}: {exc}", failed_step=result.get("failed_step", "filesystem"))
+        result.setdefault("log_tail", "")
         return False, result
     result["built"] = built
     result["changed"] = bool(built or activated or exported)

@@ -431,6 +431,18 @@ def test_missing_submodules_fail_clearly(tmp_path):
     assert not ok and res["failed_step"] == "locate sources" and "recursive" in res["msg"]
 
 
+def test_missing_package_dir_fails_before_building(env):
+    tmp_path, src, runner = env
+    import shutil
+
+    shutil.rmtree(src / "pkg" / "xlua")
+    for check_mode in (True, False):
+        ok, res = mod.run(params(tmp_path, src), check_mode, runner)
+        assert not ok and res["failed_step"] == "locate sources" and "xlua" in res["msg"]
+    assert runner.steps() == []
+    assert not (tmp_path / "install").exists()
+
+
 def test_require_check_failure_after_build(env):
     tmp_path, src, runner = env
     runner.require_ok = runner.require_ok_after_build = False
