@@ -209,7 +209,11 @@ lua_flavour:
   type: str
   sample: LUAJIT21
 blas_library:
-  description: Resolved path of the BLAS library libTH links against, null if none.
+  description:
+    - Resolved path (symlinks followed) of the BLAS library libTH links against, null if none.
+    - Resolved on every run, so a switch of Debian's C(libopenblas.so.0) alternative between
+      C(openblas-pthread) and C(openblas-openmp) shows without a rebuild; the build record keeps
+      the value at build time.
   returned: success
   type: str
   sample: /usr/lib/x86_64-linux-gnu/openblas-pthread/libopenblas.so.0
@@ -542,6 +546,14 @@ def run(params, check_mode, runner):
     result["commit"] = state.get("commit", result.get("commit"))
     result["packages"] = state.get("packages", result.get("packages"))
     result["blas_library"] = state.get("blas_library")
+    if not built:
+        # Resolved now, not at build time: Debian's alternatives can switch libopenblas.so.0
+        # between the pthread and the OpenMP build without a rebuild.
+        try:
+            live, _out = tb.detect_blas(runner, p["prefix"])
+        except tb.BuildError:
+            live = None
+        result["blas_library"] = live or result["blas_library"]
     result["ansible_facts"] = {
         "torch_install": {
             "prefix": p["prefix"],

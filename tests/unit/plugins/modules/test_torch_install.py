@@ -620,3 +620,16 @@ def test_parse_luarocks_path_drops_the_builders_home_tree():
         "LUA_PATH": "/opt/t/share/lua/5.1/?.lua;./?.lua",
         "LUA_CPATH": "/opt/t/lib/lua/5.1/?.so",
     }
+
+
+def test_blas_library_is_resolved_live_when_up_to_date(env, tmp_path):
+    tmp, src, runner = env
+    assert mod.run(params(tmp, src), False, runner)[0]
+    target = tmp_path / "openblas-openmp" / "libopenblas.so.0"
+    target.parent.mkdir()
+    target.write_text("")
+    runner.ldd = f"\tlibopenblas.so.0 => {target} (0x1)\n"
+    ok, res = mod.run(params(tmp, src), False, runner)
+    assert ok and not res["changed"]
+    assert res["blas_library"] == str(target)
+    assert res["state"]["blas_library"] != str(target)
