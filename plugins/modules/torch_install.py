@@ -52,7 +52,7 @@ description:
   - "Check mode: computes the decision (up to date, or what would be built and why) and runs no build
     step; read-only probes (C(git rev-parse), C(cmake --version), C(th -e ...)) still run."
 author:
-  - rnn_bootstrap maintainers
+  - rnn_bootstrap maintainers (@rnn-bootstrap)
 options:
   src:
     description:
