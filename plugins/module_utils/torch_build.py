@@ -663,7 +663,10 @@ def extract_artifact(path, prefix):
                 raise BuildError("extract artifact", f"unsafe member {member.name} in {path}")
             if member.issym() and os.path.isabs(member.linkname) and not member.linkname.startswith(prefix):
                 raise BuildError("extract artifact", f"unsafe symlink {member.name} in {path}")
-        tar.extractall(prefix)  # members checked above
+        if hasattr(tarfile, "tar_filter"):  # Python 3.12+, and security backports to 3.8+
+            tar.extractall(prefix, filter="tar")  # members checked above as well
+        else:
+            tar.extractall(prefix)  # members checked above
 
 
 def create_artifact(prefix, path):
