@@ -79,6 +79,7 @@ NVCC_CANDIDATES = ("/usr/local/cuda/bin/nvcc", "/opt/cuda/bin/nvcc")
 # Where install.sh lets CMake look for an OpenBLAS built from source (/opt/OpenBLAS).
 OPENBLAS_DIRS = ("/opt/OpenBLAS/include", "/opt/OpenBLAS/lib")
 LOG_TAIL_LINES = 40
+CONDA = re.compile(r"conda[2-9]?")
 
 
 class BuildError(Exception):
@@ -432,7 +433,9 @@ class Build:
         path = [toolbin, os.path.join(prefix, "bin")]
         if self.p["cuda"]:
             path.append("/usr/local/cuda/bin")
-        env["PATH"] = os.pathsep.join([*path, env.get("PATH", os.defpath)])
+        # Like install.sh: scrub an anaconda/conda install from PATH (its MKL breaks the build).
+        system = [d for d in env.get("PATH", os.defpath).split(os.pathsep) if d and not CONDA.search(d)]
+        env["PATH"] = os.pathsep.join(path + system)
         env["MAKEFLAGS"] = f"-j{jobs}"
         env["CMAKE_BUILD_PARALLEL_LEVEL"] = str(jobs)
         env["CMAKE_PREFIX_PATH"] = prefix

@@ -266,6 +266,14 @@ def test_fresh_build_runs_steps_in_order_and_records(env):
     assert "==> [luarocks make nngraph]" in log and "<== [luarocks make optim] rc=0" in log
 
 
+def test_build_path_drops_conda_like_install_sh(env, monkeypatch):
+    tmp_path, src, runner = env
+    monkeypatch.setenv("PATH", "/opt/anaconda3/bin:/usr/bin:/bin")
+    assert mod.run(params(tmp_path, src), False, runner)[0]
+    path = runner.steps()[-1][3]["PATH"].split(os.pathsep)
+    assert "/opt/anaconda3/bin" not in path and path[-2:] == ["/usr/bin", "/bin"]
+
+
 def test_activation_files_and_no_rc_edits(env):
     tmp_path, src, runner = env
     ok, _res = mod.run(params(tmp_path, src), False, runner)
