@@ -319,15 +319,29 @@ def activation_env(prefix, lua_env, base=None):
 
 
 def check_requires(runner, prefix, modules, lua_env):
-    """Run ``th -e`` requiring ``modules``; returns (ok, output). trepl's ``th -e`` prints an
-    error and still exits 0, so success is a marker printed after the requires."""
+    """Run ``th -e`` requiring ``modules``; returns (ok, output, exit_warning).
+
+    trepl's ``th -e`` prints an error and still exits 0, so success is a marker printed after
+    the requires. When the marker is printed but ``th`` then dies (seen with LUA51: luaffi's
+    cdata_gc segfaults in lua_close at exit), the requires did work: ok, with a warning."""
     th = th_path(prefix)
     if not runner.is_executable(th):
-        return False, f"{th} is missing"
+        return False, f"{th} is missing", None
     code = "; ".join(f"require '{m}'" for m in modules) + f"; print('{REQUIRE_MARKER}')"
     rc, out = runner.capture([th, "-e", code], cwd=prefix, env=activation_env(prefix, lua_env), timeout=300)
-    ok = rc == 0 and REQUIRE_MARKER in out
-    return ok, out
+    if REQUIRE_MARKER not in out:
+        return False, out, None
+    if rc != 0:
+        how = f"signal {-rc}" if rc < 0 else f"rc={rc}"
+        return (
+            True,
+            out,
+            (
+                f"th required {', '.join(modules)} but then exited with {how} (a crash at exit; with LUA51 "
+                "this is luaffi's cdata_gc during lua_close): scripts that end normally report this exit status"
+            ),
+        )
+    return True, out, None
 
 
 def find_libth(prefix):

@@ -309,6 +309,9 @@ def argument_spec():
     )
 
 
+WARNINGS = []  # collected during one run, handed to AnsibleModule.warn()
+
+
 class Failure(Exception):
     def __init__(self, msg, **extra):
         super().__init__(msg)
@@ -326,7 +329,9 @@ def health_reasons(runner, p, state):
         return [f"install broken: no libTH.so in {prefix}/lib"]
     if p["require_blas"] and not state.get("blas_library"):
         return ["recorded build has no BLAS and require_blas is true"]
-    ok, out = tb.check_requires(runner, prefix, p["verify_modules"], state.get("lua_env"))
+    ok, out, warning = tb.check_requires(runner, prefix, p["verify_modules"], state.get("lua_env"))
+    if warning:
+        WARNINGS.append(warning)
     if not ok:
         last = [line for line in out.strip().splitlines() if line.strip()][-1:] or ["no output"]
         return ["install broken: th cannot require {} ({})".format(", ".join(p["verify_modules"]), last[0][:200])]
@@ -350,7 +355,9 @@ def verify(runner, p):
 
 
 def verify_requires(runner, p, lua_env):
-    ok, out = tb.check_requires(runner, p["prefix"], p["verify_modules"], lua_env)
+    ok, out, warning = tb.check_requires(runner, p["prefix"], p["verify_modules"], lua_env)
+    if warning:
+        WARNINGS.append(warning)
     if not ok:
         raise Failure(
             "th cannot require {}".format(", ".join(p["verify_modules"])),
@@ -495,6 +502,7 @@ def install_artifact(runner, p, check_mode, result):
 
 def run(params, check_mode, runner):
     """The whole module, without AnsibleModule: returns (ok, result dict)."""
+    del WARNINGS[:]
     p = dict(params)
     p["build_dir"] = p.get("build_dir") or os.path.join(p["src"], "build")
     result = {
@@ -572,6 +580,8 @@ def run(params, check_mode, runner):
 def main():
     module = AnsibleModule(argument_spec=argument_spec(), supports_check_mode=True)
     ok, result = run(module.params, module.check_mode, tb.Runner())
+    for warning in WARNINGS:
+        module.warn(warning)
     if ok:
         module.exit_json(**result)
     module.fail_json(**result)

@@ -58,6 +58,7 @@ class FakeRunner(tb.Runner):
         self.cpus = cpus
         self.require_ok = True
         self.require_ok_after_build = True  # a rebuild repairs a broken install
+        self.th_exit_rc = 0
         self.fail_on = None
         self.calls = []
 
@@ -102,7 +103,7 @@ class FakeRunner(tb.Runner):
             return 0, self.ldd
         if argv[1:2] == ["-e"]:
             if self.require_ok:
-                return 0, tb.REQUIRE_MARKER + "\n"
+                return self.th_exit_rc, tb.REQUIRE_MARKER + "\n"
             return 0, "...module 'nngraph' not found:\n\tno field package.preload['nngraph']\n"
         if argv[-1] == "path":
             lua = f"{self.prefix}/share/lua/5.1/?.lua;;"
@@ -641,3 +642,14 @@ def test_blas_library_is_resolved_live_when_up_to_date(env, tmp_path):
     assert ok and not res["changed"]
     assert res["blas_library"] == str(target)
     assert res["state"]["blas_library"] != str(target)
+
+
+def test_crash_at_exit_after_requires_is_a_warning(env):
+    """Real LUA51 builds: th prints the marker, then luaffi segfaults in lua_close (rc -11)."""
+    tmp_path, src, runner = env
+    runner.th_exit_rc = -11
+    ok, res = mod.run(params(tmp_path, src, lua_flavour="LUA51"), False, runner)
+    assert ok and res["built"], res
+    assert mod.WARNINGS and "signal 11" in mod.WARNINGS[0]
+    ok, res = mod.run(params(tmp_path, src, lua_flavour="LUA51"), False, runner)
+    assert ok and not res["changed"] and mod.WARNINGS
