@@ -149,7 +149,7 @@ notes:
   - "Debian's default C(libopenblas0) is the pthread build; C(libopenblas0-openmp) provides the OpenMP
     one through the same alternatives. RV(blas_library) is the resolved path, so it shows which."
   - "With O(lua_flavour=LUA51), the real upstream (torch/distro 0219027 on Debian 12) works, but every
-    Lua process that loaded C(nn) (hence luaffi) dies with SIGSEGV at exit, in luaffi's C(cdata_gc) during
+    Lua process that loaded C(torch) (which loads luaffi) dies with SIGSEGV at exit, in luaffi's C(cdata_gc) during
     C(lua_close), after the script has finished. The module reports this as a warning, not a failure;
     services running C(th) under LUA51 must not rely on its exit status alone."
   - Runs on the managed host's Python 3.8 or newer.
