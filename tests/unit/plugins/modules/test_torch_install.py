@@ -1,0 +1,655 @@
+"""Unit tests for rnn_bootstrap.char_rnn.torch_install with a fake command runner.
+
+Nothing is compiled here: the fake runner records every command and imitates what the build
+steps leave in the prefix (luarocks, libTH.so, th).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tarfile
+
+import pytest
+from ansible.module_utils.common.arg_spec import ArgumentSpecValidator
+from ansible_collections.rnn_bootstrap.char_rnn.plugins.module_utils import torch_build as tb
+from ansible_collections.rnn_bootstrap.char_rnn.plugins.modules import torch_install as mod
+
+SHA_A = "0219027e6c4644a0ba5c5bf137c989a0a8c9e01b"
+SHA_B = "1111111111111111111111111111111111111111"
+CHAR_RNN_SET = [
+    "luafilesystem",
+    "penlight",
+    "luaffi",
+    "cwrap",
+    "paths",
+    "torch",
+    "trepl",
+    "sys",
+    "xlua",
+    "moses",
+    "nn",
+    "graph",
+    "nngraph",
+    "optim",
+]
+LDD_OPENBLAS = """\
+\tlinux-vdso.so.1 (0x00007ffd5a9f2000)
+\tlibopenblas.so.0 => /lib/x86_64-linux-gnu/libopenblas.so.0 (0x00007f0c1a000000)
+\tlibm.so.6 => /lib/x86_64-linux-gnu/libm.so.6 (0x00007f0c19f00000)
+\tlibc.so.6 => /lib/x86_64-linux-gnu/libc.so.6 (0x00007f0c19d00000)
+"""
+LDD_NO_BLAS = """\
+\tlinux-vdso.so.1 (0x00007ffd5a9f2000)
+\tlibm.so.6 => /lib/x86_64-linux-gnu/libm.so.6 (0x00007f0c19f00000)
+\tlibc.so.6 => /lib/x86_64-linux-gnu/libc.so.6 (0x00007f0c19d00000)
+"""
+
+
+class FakeRunner(tb.Runner):
+    """Records commands; build steps 'install' files into the prefix like the real ones."""
+
+    def __init__(self, prefix, commit=SHA_A, cmake_version="3.25.1", ldd=LDD_OPENBLAS, nvcc=None, cpus=4):
+        self.prefix = prefix
+        self.commit = commit
+        self.cmake_versions = {"/usr/bin/cmake": cmake_version}
+        self.ldd = ldd
+        self.nvcc = nvcc
+        self.cpus = cpus
+        self.require_ok = True
+        self.require_ok_after_build = True  # a rebuild repairs a broken install
+        self.th_exit_rc = 0
+        self.fail_on = None
+        self.calls = []
+
+    # build steps
+    def run(self, argv, cwd, env, log):
+        self.calls.append(("run", list(argv), cwd, env))
+        line = " ".join(argv)
+        log.write((f"fake output of {line}\n").encode())
+        if self.fail_on and self.fail_on in line:
+            log.write(b"error: the compiler said no\n")
+            return 2
+        if any(arg.startswith("-DWITH_") for arg in argv):
+            self.require_ok = self.require_ok_after_build
+        if argv[-2:] == ["--target", "install"] and cwd.endswith("build"):
+            self._touch("bin/luarocks", exe=True)
+            self._touch("bin/luajit", exe=True)
+        if argv[1:2] == ["make"] and "torch-scm-1" in argv[2]:
+            self._touch("lib/libTH.so.0")
+        if argv[1:2] == ["make"] and "trepl" in argv[2]:
+            self._touch("bin/th", exe=True)
+        return 0
+
+    def _touch(self, rel, exe=False):
+        path = os.path.join(self.prefix, rel)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        with open(path, "w") as handle:
+            handle.write("fake\n")
+        if exe:
+            os.chmod(path, 0o755)
+
+    # probes
+    def capture(self, argv, cwd=None, env=None, timeout=600):
+        self.calls.append(("capture", list(argv), cwd, env))
+        if argv[0] == "git":
+            return 0, self.commit + "\n"
+        if argv[-1] == "--version":
+            version = self.cmake_versions.get(argv[0])
+            if version is None:
+                return 127, "no such file"
+            return 0, f"cmake version {version}\n\nCMake suite maintained and supported by Kitware.\n"
+        if argv[0] == "ldd":
+            return 0, self.ldd
+        if argv[1:2] == ["-e"]:
+            if self.require_ok:
+                return self.th_exit_rc, tb.REQUIRE_MARKER + "\n"
+            return 0, "...module 'nngraph' not found:\n\tno field package.preload['nngraph']\n"
+        if argv[-1] == "path":
+            lua = f"{self.prefix}/share/lua/5.1/?.lua;;"
+            lib = f"{self.prefix}/lib/lua/5.1/?.so;;"
+            return 0, f"export LUA_PATH='{lua}'\nexport LUA_CPATH='{lib}'\n"
+        raise AssertionError(f"unexpected probe {argv!r}")
+
+    def which(self, name, path=None):
+        return {"cmake": "/usr/bin/cmake", "nvcc": self.nvcc}.get(name)
+
+    def is_executable(self, path):
+        if path in tb.NVCC_CANDIDATES:
+            return False
+        return super().is_executable(path)
+
+    def cpu_count(self):
+        return self.cpus
+
+    # helpers for assertions
+    def steps(self):
+        return [call for call in self.calls if call[0] == "run"]
+
+    def step_lines(self):
+        return [" ".join(call[1]) for call in self.steps()]
+
+
+def make_src(root, cuda_cmake=False):
+    """A torch/distro-shaped tree with every catalog rockspec (contents irrelevant here)."""
+    src = root / "distro"
+    (src / "exe" / "luajit-rocks").mkdir(parents=True)
+    (src / "exe" / "luajit-rocks" / "CMakeLists.txt").write_text("# fake\n")
+    for _name, subdir, rockspec, _deps, _cuda in tb.CATALOG:
+        path = src / subdir / rockspec
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("-- fake\n")
+    if cuda_cmake:
+        (src / "cmake" / "3.6").mkdir(parents=True)
+    return src
+
+
+def params(tmp_path, src, **over):
+    p = ArgumentSpecValidator(mod.argument_spec()).validate({}).validated_parameters
+    p.update(
+        src=str(src),
+        prefix=str(tmp_path / "install"),
+        log_path=str(tmp_path / "log" / "torch-build.log"),
+        profile_script=str(tmp_path / "profile.d" / "torch.sh"),
+        th_link=str(tmp_path / "bin" / "th"),
+    )
+    p.update(over)
+    return p
+
+
+@pytest.fixture
+def env(tmp_path, monkeypatch):
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    (tmp_path / "home").mkdir()
+    src = make_src(tmp_path)
+    runner = FakeRunner(str(tmp_path / "install"))
+    return tmp_path, src, runner
+
+
+# --------------------------------------------------------------------------- arguments
+
+
+@pytest.mark.parametrize(
+    ("given", "key", "expected"),
+    [
+        ({}, "prefix", "/opt/torch/install"),
+        ({}, "src", "/opt/torch"),
+        ({}, "lua_flavour", "LUAJIT21"),
+        ({}, "cuda", False),
+        ({}, "require_blas", True),
+        ({}, "log_path", "/var/log/torch-build.log"),
+        ({}, "profile_script", "/etc/profile.d/torch.sh"),
+        ({}, "th_link", "/usr/local/bin/th"),
+        ({}, "verify_modules", ["torch", "nn", "nngraph", "optim", "lfs"]),
+        ({"lua_flavour": "LUA51"}, "lua_flavour", "LUA51"),
+        ({"cmake_executable": "/opt/cmake3/bin/cmake"}, "cmake", "/opt/cmake3/bin/cmake"),
+        ({"jobs": "3"}, "jobs", 3),
+        ({"cuda": "yes"}, "cuda", True),
+    ],
+)
+def test_arguments(given, key, expected):
+    result = ArgumentSpecValidator(mod.argument_spec()).validate(given)
+    assert not result.error_messages
+    assert result.validated_parameters[key] == expected
+
+
+@pytest.mark.parametrize("given", [{"lua_flavour": "LUA53"}, {"jobs": "many"}, {"bogus": 1}])
+def test_arguments_rejected(given):
+    assert ArgumentSpecValidator(mod.argument_spec()).validate(given).error_messages
+
+
+# --------------------------------------------------------------------------- planning
+
+
+@pytest.mark.parametrize(
+    ("wanted", "cuda", "expected"),
+    [
+        (tb.CHAR_RNN_PACKAGES, False, CHAR_RNN_SET),
+        (tb.CHAR_RNN_PACKAGES, True, [*CHAR_RNN_SET, "cutorch", "cunn"]),
+        (["torch"], False, ["cwrap", "paths", "torch"]),
+        (["image"], False, ["luaffi", "sundown", "cwrap", "paths", "torch", "dok", "sys", "xlua", "image"]),
+        (["cudnn"], True, ["luaffi", "cwrap", "paths", "torch", "moses", "nn", "cutorch", "cunn", "cudnn"]),
+        (["optim"], False, ["luaffi", "cwrap", "paths", "torch", "sys", "xlua", "optim"]),
+    ],
+)
+def test_resolve_packages(wanted, cuda, expected):
+    assert tb.resolve_packages(wanted, cuda) == expected
+
+
+@pytest.mark.parametrize(("wanted", "cuda"), [(["cudnn"], False), (["qtlua"], False), (["nope"], True)])
+def test_resolve_packages_rejects(wanted, cuda):
+    with pytest.raises(ValueError):
+        tb.resolve_packages(wanted, cuda)
+
+
+def test_catalog_is_in_dependency_order():
+    seen = set()
+    for name, _subdir, _rockspec, deps, _cuda in tb.CATALOG:
+        assert set(deps) <= seen, name
+        seen.add(name)
+
+
+# --------------------------------------------------------------------------- first build
+
+
+def test_fresh_build_runs_steps_in_order_and_records(env):
+    tmp_path, src, runner = env
+    ok, res = mod.run(params(tmp_path, src), False, runner)
+    assert ok, res
+    assert res["changed"] and res["built"]
+    assert res["reason"] == "no build record"
+    assert res["packages"] == CHAR_RNN_SET
+    assert res["commit"] == SHA_A
+    lines = runner.step_lines()
+    assert lines[0].startswith(f"/usr/bin/cmake {src}/exe/luajit-rocks ")
+    assert "-DWITH_LUAJIT21=ON" in lines[0]
+    assert "-DCMAKE_INSTALL_PREFIX=%s" % (tmp_path / "install") in lines[0]
+    assert lines[1] == "/usr/bin/cmake --build . -- -j4"
+    assert lines[2] == "/usr/bin/cmake --build . --target install"
+    rocks = [call[1][2] for call in runner.steps()[3:]]
+    assert rocks == [dict((e[0], e[2]) for e in tb.CATALOG)[name] for name in CHAR_RNN_SET]
+    assert all(call[1][0] == str(tmp_path / "install" / "bin" / "luarocks") for call in runner.steps()[3:])
+    # packages are built from copies, the checkout stays clean
+    assert runner.steps()[3][2] == str(src / "build" / "pkgs" / "extra" / "luafilesystem")
+    assert (src / "build" / "pkgs" / "pkg" / "torch" / "rocks" / "torch-scm-1.rockspec").exists()
+    # parallel: luarocks' cmake/make builds get the job count from the environment
+    step_env = runner.steps()[-1][3]
+    assert step_env["MAKEFLAGS"] == "-j4" and step_env["CMAKE_BUILD_PARALLEL_LEVEL"] == "4"
+    assert step_env["LUA_PATH"].startswith(str(tmp_path / "install"))
+    assert step_env["PATH"].split(os.pathsep)[0] == str(src / "build" / ".toolchain")
+    # record
+    state = json.loads((tmp_path / "install" / tb.STATE_FILE).read_text())
+    assert state["commit"] == SHA_A and state["lua_flavour"] == "LUAJIT21" and state["cuda"] is False
+    assert state["blas_library"] == os.path.realpath("/lib/x86_64-linux-gnu/libopenblas.so.0")
+    assert res["ansible_facts"]["torch_install"]["th"] == str(tmp_path / "install" / "bin" / "th")
+    # log has every step
+    log = (tmp_path / "log" / "torch-build.log").read_text()
+    assert "==> [luarocks make nngraph]" in log and "<== [luarocks make optim] rc=0" in log
+
+
+def test_build_path_drops_conda_like_install_sh(env, monkeypatch):
+    tmp_path, src, runner = env
+    monkeypatch.setenv("PATH", "/opt/anaconda3/bin:/usr/bin:/bin")
+    assert mod.run(params(tmp_path, src), False, runner)[0]
+    path = runner.steps()[-1][3]["PATH"].split(os.pathsep)
+    assert "/opt/anaconda3/bin" not in path and path[-2:] == ["/usr/bin", "/bin"]
+
+
+def test_activation_files_and_no_rc_edits(env):
+    tmp_path, src, runner = env
+    ok, _res = mod.run(params(tmp_path, src), False, runner)
+    assert ok
+    script = (tmp_path / "profile.d" / "torch.sh").read_text()
+    prefix = str(tmp_path / "install")
+    assert f'export PATH="{prefix}/bin${{PATH:+:$PATH}}"' in script
+    assert "LD_LIBRARY_PATH" in script and "LUA_PATH" in script
+    assert os.readlink(tmp_path / "bin" / "th") == prefix + "/bin/th"
+    assert (tmp_path / "install" / "bin" / "torch-activate").exists()
+    assert os.listdir(tmp_path / "home") == []  # no .bashrc / .profile written
+
+
+def test_probes_never_get_a_terminal(env):
+    """Build steps go through Runner.run, whose real implementation closes stdin."""
+    import inspect
+
+    assert "stdin=subprocess.DEVNULL" in inspect.getsource(tb.Runner.run)
+    assert "stdin=subprocess.DEVNULL" in inspect.getsource(tb.Runner.capture)
+
+
+# --------------------------------------------------------------------------- rebuild decision
+
+
+def _break_th(tmp_path, runner):
+    os.unlink(tmp_path / "install" / "bin" / "th")
+
+
+def _fail_require(tmp_path, runner):
+    runner.require_ok = False
+
+
+def _new_commit(tmp_path, runner):
+    runner.commit = SHA_B
+
+
+def _garble_state(tmp_path, runner):
+    (tmp_path / "install" / tb.STATE_FILE).write_text("{not json")
+
+
+def _drop_libth(tmp_path, runner):
+    os.unlink(tmp_path / "install" / "lib" / "libTH.so.0")
+
+
+def _nothing(tmp_path, runner):
+    pass
+
+
+@pytest.mark.parametrize(
+    ("mutate", "over", "built", "reason"),
+    [
+        (_nothing, {}, False, "up to date"),
+        (_new_commit, {}, True, f"commit changed: {SHA_A} -> {SHA_B}"),
+        (_nothing, {"lua_flavour": "LUA51"}, True, "lua_flavour changed: LUAJIT21 -> LUA51"),
+        (_nothing, {"extra_packages": ["image"]}, True, "packages changed"),
+        (_break_th, {}, True, "missing"),
+        (_fail_require, {}, True, "th cannot require"),
+        (_drop_libth, {}, True, "no libTH.so"),
+        (_garble_state, {}, True, "build record unreadable"),
+        (_nothing, {"force": True}, True, "force: true"),
+    ],
+)
+def test_rebuild_decision(env, mutate, over, built, reason):
+    tmp_path, src, runner = env
+    ok, _ = mod.run(params(tmp_path, src), False, runner)
+    assert ok
+    mutate(tmp_path, runner)
+    runner.calls.clear()
+    ok, res = mod.run(params(tmp_path, src, **over), False, runner)
+    assert ok, res
+    assert res["built"] is built, res
+    assert reason in res["reason"]
+    assert bool(runner.steps()) is built
+    if not built:
+        assert res["changed"] is False
+        assert res["build_seconds"] == 0.0
+
+
+def test_no_blas_in_record_rebuilds_when_blas_required(env):
+    tmp_path, src, runner = env
+    runner.ldd = LDD_NO_BLAS
+    ok, res = mod.run(params(tmp_path, src, require_blas=False), False, runner)
+    assert ok and res["blas_library"] is None
+    ok, res = mod.run(params(tmp_path, src, require_blas=False), False, runner)
+    assert ok and not res["changed"]
+    runner.ldd = LDD_OPENBLAS
+    ok, res = mod.run(params(tmp_path, src), False, runner)
+    assert ok and res["built"] and "no BLAS" in res["reason"]
+    assert res["blas_library"]
+
+
+# --------------------------------------------------------------------------- check mode
+
+
+def test_check_mode_fresh_runs_nothing(env):
+    tmp_path, src, runner = env
+    ok, res = mod.run(params(tmp_path, src), True, runner)
+    assert ok
+    assert res["changed"] and res["built"] and res["reason"] == "no build record"
+    assert runner.steps() == []
+    assert not (tmp_path / "install").exists()
+    assert not (tmp_path / "profile.d").exists()
+    assert not (tmp_path / "log").exists()
+
+
+def test_check_mode_up_to_date_and_changed_commit(env):
+    tmp_path, src, runner = env
+    assert mod.run(params(tmp_path, src), False, runner)[0]
+    runner.calls.clear()
+    ok, res = mod.run(params(tmp_path, src), True, runner)
+    assert ok and not res["changed"] and runner.steps() == []
+    runner.commit = SHA_B
+    ok, res = mod.run(params(tmp_path, src), True, runner)
+    assert ok and res["changed"] and "commit changed" in res["reason"] and runner.steps() == []
+    assert json.loads((tmp_path / "install" / tb.STATE_FILE).read_text())["commit"] == SHA_A
+
+
+def test_check_mode_reports_activation_drift(env):
+    tmp_path, src, runner = env
+    assert mod.run(params(tmp_path, src), False, runner)[0]
+    (tmp_path / "profile.d" / "torch.sh").write_text("# edited\n")
+    ok, res = mod.run(params(tmp_path, src), True, runner)
+    assert ok and res["changed"] and not res["built"]
+    assert (tmp_path / "profile.d" / "torch.sh").read_text() == "# edited\n"
+    ok, res = mod.run(params(tmp_path, src), False, runner)
+    assert ok and res["changed"] and not res["built"]
+    assert "Managed by" in (tmp_path / "profile.d" / "torch.sh").read_text()
+
+
+# --------------------------------------------------------------------------- failures
+
+
+@pytest.mark.parametrize(
+    ("fail_on", "step"),
+    [
+        ("-DWITH_LUAJIT21=ON", "configure luajit-rocks"),
+        ("--build . -- -j", "build luajit-rocks"),
+        ("rocks/torch-scm-1.rockspec", "luarocks make torch"),
+        ("nngraph-scm-1.rockspec", "luarocks make nngraph"),
+    ],
+)
+def test_failure_reports_step_and_log_tail(env, fail_on, step):
+    tmp_path, src, runner = env
+    runner.fail_on = fail_on
+    ok, res = mod.run(params(tmp_path, src), False, runner)
+    assert not ok
+    assert res["failed_step"] == step
+    assert "error: the compiler said no" in res["log_tail"]
+    assert f"<== [{step}] rc=2" in res["log_tail"]
+    assert res["log_path"] in res["msg"]
+    assert json.loads((tmp_path / "install" / tb.STATE_FILE).read_text())["incomplete"] is True
+    # the next run retries
+    runner.fail_on = None
+    ok, res = mod.run(params(tmp_path, src), False, runner)
+    assert ok and res["built"] and res["reason"] == "previous build did not finish"
+    assert os.path.exists(str(tmp_path / "log" / "torch-build.log.1"))
+
+
+def test_missing_submodules_fail_clearly(tmp_path):
+    runner = FakeRunner(str(tmp_path / "install"))
+    (tmp_path / "distro").mkdir()
+    ok, res = mod.run(params(tmp_path, tmp_path / "distro"), False, runner)
+    assert not ok and res["failed_step"] == "locate sources" and "recursive" in res["msg"]
+
+
+def test_missing_package_dir_fails_before_building(env):
+    tmp_path, src, runner = env
+    import shutil
+
+    shutil.rmtree(src / "pkg" / "xlua")
+    for check_mode in (True, False):
+        ok, res = mod.run(params(tmp_path, src), check_mode, runner)
+        assert not ok and res["failed_step"] == "locate sources" and "xlua" in res["msg"]
+    assert runner.steps() == []
+    assert not (tmp_path / "install").exists()
+
+
+def test_require_check_failure_after_build(env):
+    tmp_path, src, runner = env
+    runner.require_ok = runner.require_ok_after_build = False
+    ok, res = mod.run(params(tmp_path, src), False, runner)
+    assert not ok and res["failed_step"] == "verify requires"
+    assert "nngraph" in res["log_tail"]
+    assert "commit" not in json.loads((tmp_path / "install" / tb.STATE_FILE).read_text())
+
+
+# --------------------------------------------------------------------------- toolchain
+
+
+def test_cmake4_without_alternative_fails(env):
+    tmp_path, src, runner = env
+    runner.cmake_versions["/usr/bin/cmake"] = "4.1.2"
+    ok, res = mod.run(params(tmp_path, src), False, runner)
+    assert not ok and res["failed_step"] == "toolchain"
+    assert "4.1.2" in res["msg"] and "CMP0026" in res["msg"] and "cmake=" in res["msg"]
+    assert runner.steps() == []
+
+
+def test_cmake4_with_pinned_cmake3_builds_with_it(env):
+    tmp_path, src, runner = env
+    runner.cmake_versions["/usr/bin/cmake"] = "4.1.2"
+    runner.cmake_versions["/opt/cmake3/bin/cmake"] = "3.31.6"
+    ok, res = mod.run(params(tmp_path, src, cmake="/opt/cmake3/bin/cmake"), False, runner)
+    assert ok, res
+    assert res["cmake"] == {"path": "/opt/cmake3/bin/cmake", "version": "3.31.6"}
+    assert runner.step_lines()[0].startswith("/opt/cmake3/bin/cmake ")
+    shim = src / "build" / ".toolchain" / "cmake"
+    assert os.readlink(shim) == "/opt/cmake3/bin/cmake"
+    assert runner.steps()[-1][3]["PATH"].split(os.pathsep)[0] == str(shim.parent)
+
+
+def test_given_cmake4_is_refused(env):
+    tmp_path, src, runner = env
+    runner.cmake_versions["/opt/cmake4/bin/cmake"] = "4.0.0"
+    ok, res = mod.run(params(tmp_path, src, cmake="/opt/cmake4/bin/cmake"), False, runner)
+    assert not ok and res["failed_step"] == "toolchain" and "needs CMake 3.x" in res["msg"]
+
+
+@pytest.mark.parametrize(
+    ("text", "version"),
+    [
+        ("cmake version 3.25.1\n\nCMake suite maintained", (3, 25, 1)),
+        ("cmake version 4.0.0-rc1\n", (4, 0, 0)),
+        ("cmake3 version 3.31\n", (3, 31, 0)),
+        ("bash: cmake: not found", None),
+    ],
+)
+def test_parse_cmake_version(text, version):
+    assert tb.parse_cmake_version(text) == version
+
+
+# --------------------------------------------------------------------------- BLAS
+
+
+@pytest.mark.parametrize(
+    ("ldd", "expected"),
+    [
+        (LDD_OPENBLAS, ("libopenblas.so.0", "/lib/x86_64-linux-gnu/libopenblas.so.0")),
+        (
+            "\tlibblas.so.3 => /lib/x86_64-linux-gnu/libblas.so.3 (0x1)\n",
+            ("libblas.so.3", "/lib/x86_64-linux-gnu/libblas.so.3"),
+        ),
+        (
+            "\tlibmkl_rt.so.2 => /opt/intel/lib/libmkl_rt.so.2 (0x1)\n",
+            ("libmkl_rt.so.2", "/opt/intel/lib/libmkl_rt.so.2"),
+        ),
+        ("\tlibatlas.so.3 => /usr/lib/libatlas.so.3 (0x1)\n", ("libatlas.so.3", "/usr/lib/libatlas.so.3")),
+        ("\tlibopenblas.so.0 => not found\n", ("libopenblas.so.0", None)),
+        (LDD_NO_BLAS, (None, None)),
+        ("", (None, None)),
+    ],
+)
+def test_parse_ldd_blas(ldd, expected):
+    assert tb.parse_ldd_blas(ldd) == expected
+
+
+@pytest.mark.parametrize(
+    ("ldd", "require_blas", "ok", "blas"),
+    [
+        (LDD_OPENBLAS, True, True, os.path.realpath("/lib/x86_64-linux-gnu/libopenblas.so.0")),
+        (LDD_NO_BLAS, True, False, None),
+        (LDD_NO_BLAS, False, True, None),
+        ("\tlibopenblas.so.0 => not found\n", False, False, None),
+    ],
+)
+def test_blas_verification(env, ldd, require_blas, ok, blas):
+    tmp_path, src, runner = env
+    runner.ldd = ldd
+    success, res = mod.run(params(tmp_path, src, require_blas=require_blas), False, runner)
+    assert success is ok, res
+    if ok:
+        assert res["blas_library"] == blas
+    else:
+        assert res["failed_step"] == "verify blas"
+
+
+# --------------------------------------------------------------------------- CUDA
+
+
+def test_cuda_rocks_not_built_by_default_even_with_nvcc(env):
+    tmp_path, src, runner = env
+    runner.nvcc = "/usr/local/cuda/bin/nvcc"
+    ok, res = mod.run(params(tmp_path, src), False, runner)
+    assert ok
+    assert not any("cutorch" in line or "cunn" in line for line in runner.step_lines())
+    assert "cutorch" not in res["packages"]
+
+
+def test_cuda_rocks_when_asked(tmp_path):
+    src = make_src(tmp_path, cuda_cmake=True)
+    runner = FakeRunner(str(tmp_path / "install"), nvcc="/usr/local/cuda/bin/nvcc")
+    ok, res = mod.run(params(tmp_path, src, cuda=True), False, runner)
+    assert ok, res
+    assert res["packages"][-2:] == ["cutorch", "cunn"]
+    names = [line for line in runner.step_lines() if "luarocks" in line]
+    assert names[-2].endswith("rocks/cutorch-scm-1.rockspec") and names[-1].endswith("rocks/cunn-scm-1.rockspec")
+    assert any(str(src / "cmake" / "3.6") in line for line in runner.step_lines())
+    assert json.loads((tmp_path / "install" / tb.STATE_FILE).read_text())["cuda"] is True
+
+
+def test_cuda_without_nvcc_fails(env):
+    tmp_path, src, runner = env
+    ok, res = mod.run(params(tmp_path, src, cuda=True), False, runner)
+    assert not ok and res["failed_step"] == "toolchain" and "nvcc" in res["msg"]
+
+
+def test_cuda_package_without_cuda_fails(env):
+    tmp_path, src, runner = env
+    ok, res = mod.run(params(tmp_path, src, extra_packages=["cudnn"]), False, runner)
+    assert not ok and res["failed_step"] == "plan"
+
+
+# --------------------------------------------------------------------------- artifact seam
+
+
+def test_export_then_install_artifact(env):
+    tmp_path, src, runner = env
+    artifact = tmp_path / "cache" / "torch.tar.gz"
+    ok, res = mod.run(params(tmp_path, src, export_artifact=str(artifact)), False, runner)
+    assert ok and artifact.exists()
+    with tarfile.open(artifact) as tar:
+        assert "./" + tb.STATE_FILE in tar.getnames()
+    # a "new host": same prefix, no build, no source
+    import shutil
+
+    shutil.rmtree(tmp_path / "install")
+    runner.calls.clear()
+    p = params(tmp_path, tmp_path / "nowhere", artifact=str(artifact))
+    ok, res = mod.run(p, False, runner)
+    assert ok and res["built"] and res["commit"] == SHA_A, res
+    assert runner.steps() == []
+    assert (tmp_path / "install" / "bin" / "th").exists()
+    ok, res = mod.run(p, False, runner)
+    assert ok and not res["changed"] and "up to date" in res["reason"]
+
+
+def test_artifact_for_another_prefix_is_refused(env):
+    tmp_path, src, runner = env
+    artifact = tmp_path / "torch.tar.gz"
+    assert mod.run(params(tmp_path, src, export_artifact=str(artifact)), False, runner)[0]
+    ok, res = mod.run(params(tmp_path, src, artifact=str(artifact), prefix=str(tmp_path / "other")), False, runner)
+    assert not ok and "not relocatable" in res["msg"]
+
+
+def test_parse_luarocks_path_drops_the_builders_home_tree():
+    text = (
+        "export LUA_PATH='/root/.luarocks/share/lua/5.1/?.lua;/opt/t/share/lua/5.1/?.lua;./?.lua'\n"
+        "export LUA_CPATH='/root/.luarocks/lib/lua/5.1/?.so;/opt/t/lib/lua/5.1/?.so'\n"
+        "export PATH='/root/.luarocks/bin:/usr/bin'\n"
+    )
+    assert tb.parse_luarocks_path(text, home="/root") == {
+        "LUA_PATH": "/opt/t/share/lua/5.1/?.lua;./?.lua",
+        "LUA_CPATH": "/opt/t/lib/lua/5.1/?.so",
+    }
+
+
+def test_blas_library_is_resolved_live_when_up_to_date(env, tmp_path):
+    tmp, src, runner = env
+    assert mod.run(params(tmp, src), False, runner)[0]
+    target = tmp_path / "openblas-openmp" / "libopenblas.so.0"
+    target.parent.mkdir()
+    target.write_text("")
+    runner.ldd = f"\tlibopenblas.so.0 => {target} (0x1)\n"
+    ok, res = mod.run(params(tmp, src), False, runner)
+    assert ok and not res["changed"]
+    assert res["blas_library"] == str(target)
+    assert res["state"]["blas_library"] != str(target)
+
+
+def test_crash_at_exit_after_requires_is_a_warning(env):
+    """Real LUA51 builds: th prints the marker, then luaffi segfaults in lua_close (rc -11)."""
+    tmp_path, src, runner = env
+    runner.th_exit_rc = -11
+    ok, res = mod.run(params(tmp_path, src, lua_flavour="LUA51"), False, runner)
+    assert ok and res["built"], res
+    assert mod.WARNINGS and "signal 11" in mod.WARNINGS[0]
+    ok, res = mod.run(params(tmp_path, src, lua_flavour="LUA51"), False, runner)
+    assert ok and not res["changed"] and mod.WARNINGS
