@@ -56,6 +56,11 @@ stage_sanity() {
   local dest="$root/ansible_collections/rnn_bootstrap/char_rnn"
   rm -rf "$root" && mkdir -p "$dest"
   git ls-files -z --cached --others --exclude-standard | xargs -0 cp --parents -t "$dest" 2>/dev/null
+  # The collections ours imports from (the ec2 inventory plugin builds on amazon.aws's), beside it.
+  local amazon_aws
+  amazon_aws=$("$VENV/bin/python" -c 'import ansible_collections.amazon.aws as m; print(list(m.__path__)[0])')
+  mkdir -p "$root/ansible_collections/amazon"
+  ln -sfn "$amazon_aws" "$root/ansible_collections/amazon/aws"
   # ansible-test bootstraps pip in its venvs with a script from outside the package registries;
   # an ensurepip stand-in lets it do the same with what Python ships.
   local cache="$HOME/.ansible/test/cache"

@@ -21,7 +21,7 @@ notes:
   - Credentials come from the standard AWS sources only (environment, shared profile, instance role).
   - boto3 also honours C(AWS_ENDPOINT_URL); O(endpoint_url) is meant for AWS-compatible test endpoints such as moto.
 author:
-  - rnn_bootstrap maintainers
+  - rnn_bootstrap maintainers (@rnn-bootstrap)
 extends_documentation_fragment:
   - inventory_cache
   - constructed

@@ -165,10 +165,12 @@ def test_site_yml_list_hosts_lists_the_fleet(provisioned, cli, fleet_env, site_c
         "ansible-playbook", "site.yml", "-i", "ec2.yml", "--list-hosts", env={**fleet_env, **site_collections_env}
     )
     assert run.rc == 0, run.out
-    match = re.search(r"hosts \((\d+)\):\n((?:\s+\S+\n?)*)", run.out)
-    assert match, run.out
-    assert int(match.group(1)) == len(provisioned)
-    assert set(match.group(2).split()) == set(provisioned)
+    # Every play of site.yml (Python bootstrap, provisioning) targets exactly the fleet.
+    plays = re.findall(r"hosts \((\d+)\):\n((?:[ \t]+\S+(?:\n|$))+)", run.out)
+    assert len(plays) == 2, run.out
+    for count, hosts in plays:
+        assert int(count) == len(provisioned), run.out
+        assert set(hosts.split()) == set(provisioned), run.out
 
 
 def test_teardown_without_confirmation_deletes_nothing(provisioned, playbook, ec2):

@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 
 import pytest
-
 from ansible_collections.rnn_bootstrap.char_rnn.plugins.module_utils.corpus import (
     CorpusError,
     check,

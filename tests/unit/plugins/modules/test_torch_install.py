@@ -339,7 +339,7 @@ def _nothing(tmp_path, runner):
 )
 def test_rebuild_decision(env, mutate, over, built, reason):
     tmp_path, src, runner = env
-    ok, _ = mod.run(params(tmp_path, src), False, runner)
+    ok, _result = mod.run(params(tmp_path, src), False, runner)
     assert ok
     mutate(tmp_path, runner)
     runner.calls.clear()
