@@ -191,6 +191,10 @@ def platforms_override(platforms: list[Platform], path: Path) -> None:
     path.write_text(yaml.safe_dump({"platforms": entries}, sort_keys=False))
 
 
+# `molecule test`'s sequence, one action at a time so that each is timed; destroy always runs.
+SEQUENCE = ("destroy", "syntax", "create", "converge", "idempotence", "verify")
+
+
 def run_molecule(scenario: str, platforms: list[Platform]) -> bool:
     ready = [p for p in platforms if p.status == "ready"]
     if not ready:
@@ -198,14 +202,25 @@ def run_molecule(scenario: str, platforms: list[Platform]) -> bool:
         return False
     override = REPO / ".cache" / "molecule" / f"platforms-{scenario}.yml"
     platforms_override(ready, override)
-    base = REPO / ".config" / "molecule" / "config.yml"
-    command = ["molecule", "-c", str(base), "-c", str(override), "test", "-s", scenario]
-    print(f"molecule {scenario} on {', '.join(p.name for p in ready)}: {' '.join(command)}", flush=True)
-    started = time.monotonic()
-    ok = subprocess.run(command, cwd=REPO, check=False).returncode == 0
+    base = ["molecule", "-c", str(REPO / ".config" / "molecule" / "config.yml"), "-c", str(override)]
+    print(f"molecule {scenario} on {', '.join(p.name for p in ready)}", flush=True)
+    timings: list[tuple[str, float, bool]] = []
+    ok = True
+    try:
+        for action in SEQUENCE:
+            started = time.monotonic()
+            ok = subprocess.run([*base, action, "-s", scenario], cwd=REPO, check=False).returncode == 0
+            timings.append((action, time.monotonic() - started, ok))
+            if not ok:
+                break
+    finally:
+        started = time.monotonic()
+        destroyed = subprocess.run([*base, "destroy", "-s", scenario], cwd=REPO, check=False).returncode == 0
+        timings.append(("destroy", time.monotonic() - started, destroyed))
+    print(f"\nmolecule {scenario}: " + ", ".join(f"{a} {s:.0f} s{'' if good else ' FAILED'}" for a, s, good in timings))
     for platform in ready:
         platform.status = "passed" if ok else "FAILED"
-        platform.seconds = time.monotonic() - started
+        platform.seconds = sum(seconds for _, seconds, _ in timings)
     return ok
 
 
