@@ -55,12 +55,12 @@ options:
       - V(true) returns an empty list, RV(exists=false), and null RV(latest) and RV(best).
     type: bool
     default: false
+extends_documentation_fragment:
+  - rnn_bootstrap.char_rnn.attributes
 attributes:
   check_mode:
-    description: Can run in check_mode and return changed status prediction without modifying target.
     support: full
   diff_mode:
-    description: Will return details on what has changed (or possibly needs changing in check_mode), when in diff mode.
     support: none
 notes:
   - The structural check needs nothing but Python; C(torchfile) (which needs numpy) is optional.

@@ -38,12 +38,12 @@ options:
     description: C(train.lua -val_frac).
     type: float
     default: 0.05
+extends_documentation_fragment:
+  - rnn_bootstrap.char_rnn.attributes
 attributes:
   check_mode:
-    description: Can run in check_mode and return changed status prediction without modifying target.
     support: full
   diff_mode:
-    description: Will return details on what has changed (or possibly needs changing in check_mode), when in diff mode.
     support: none
 """
 

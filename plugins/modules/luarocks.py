@@ -26,13 +26,13 @@ description:
     2.2 bundled with Torch7 accept.
 author:
   - rnn_bootstrap maintainers (@rnn-bootstrap)
+extends_documentation_fragment:
+  - rnn_bootstrap.char_rnn.attributes
 attributes:
   check_mode:
-    description: Can run in check_mode and return changed status prediction without modifying target.
     support: full
     details: Runs only C(luarocks list) and C(luarocks search), never install/make/remove.
   diff_mode:
-    description: Will return details on what has changed (or possibly needs changing in check_mode), when in diff mode.
     support: none
 options:
   name:

@@ -143,6 +143,14 @@ options:
       - After a build (or when up to date and the file is missing), write a C(.tar.gz) of the prefix,
         including its build record, to this path on the host.
     type: path
+extends_documentation_fragment:
+  - rnn_bootstrap.char_rnn.attributes
+attributes:
+  check_mode:
+    support: full
+    details: Reports whether it would build and why; runs only read-only probes, never a build step.
+  diff_mode:
+    support: none
 notes:
   - "Build dependencies (Debian): build-essential cmake git libopenblas-dev libreadline-dev
     libncurses-dev unzip (and libjpeg-dev libpng-dev only for O(extra_packages=[image]))."

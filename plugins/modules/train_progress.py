@@ -47,12 +47,12 @@ options:
       - With V(false), a missing log fails the task; with V(true) it returns RV(exists=false) and null figures.
     type: bool
     default: false
+extends_documentation_fragment:
+  - rnn_bootstrap.char_rnn.attributes
 attributes:
   check_mode:
-    description: Can run in check_mode and return changed status prediction without modifying target.
     support: full
   diff_mode:
-    description: Will return details on what has changed (or possibly needs changing in check_mode), when in diff mode.
     support: none
 notes:
   - The time per batch printed by char-rnn leaves out validation, so RV(eta_seconds) is a lower bound.

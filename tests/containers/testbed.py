@@ -191,8 +191,9 @@ def platforms_override(platforms: list[Platform], path: Path) -> None:
     path.write_text(yaml.safe_dump({"platforms": entries}, sort_keys=False))
 
 
-# `molecule test`'s sequence, one action at a time so that each is timed; destroy always runs.
-SEQUENCE = ("destroy", "syntax", "create", "converge", "idempotence", "verify")
+# `molecule test`'s sequence plus a check-mode run on the fresh hosts (what --check would change),
+# one action at a time so that each is timed; destroy always runs.
+SEQUENCE = ("destroy", "syntax", "create", "check", "converge", "idempotence", "verify")
 
 
 def run_molecule(scenario: str, platforms: list[Platform]) -> bool:
