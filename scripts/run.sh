@@ -3,7 +3,7 @@
 # Extra arguments go to ansible-playbook, e.g. `scripts/run.sh --check` or `-e char_rnn_user=me`.
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
-cd "$REPO"
+cd "$REPO" || exit 1
 ensure_debs python3 git
 ensure_venv "$REPO/.venv" "$REPO/requirements.txt"
 link_collection

@@ -11,14 +11,14 @@
 # platforms whose images cannot be pulled are reported as NOT RUN).
 set -uo pipefail
 source "$(dirname "$0")/lib.sh"
-cd "$REPO"
+cd "$REPO" || exit 1
 
 stages=("$@")
 [ ${#stages[@]} -gt 0 ] || stages=(lint unit build sanity molecule)
 VENV="$REPO/.venv-test"
 
 setup() {
-  ensure_debs python3 git podman runc debootstrap luajit luarocks gcc g++ cmake libopenblas-dev
+  ensure_debs python3 git podman runc debootstrap luajit luarocks gcc g++ cmake libopenblas-dev shellcheck
   ensure_venv "$VENV" "$REPO/requirements-test.txt"
   link_collection
   export PATH="$VENV/bin:$PATH"

@@ -8,7 +8,7 @@ NAME defaults to every platform in platforms.yml (or $CHARRNN_PLATFORMS, comma s
 GitHub is out of reach of tests, so the upstream the roles clone is given to Molecule as a Git
 URL rewrite and pinned commits (environment variables that the scenarios read):
   --upstream fixture (default)  the FIXTURE repos of tests/fixtures/upstream, built and served
-                                here on git://127.0.0.1:$CHARRNN_FIXTURE_PORT (default 9419);
+                                here on git://127.0.0.1:$CHARRNN_FIXTURE_PORT (default: a free port);
                                 stand-ins written by this project, NOT real Torch or char-rnn
   --upstream real               the real torch/distro and char-rnn from a mirror whose URL prefix
                                 is $CHARRNN_REAL_UPSTREAM (see ../shared/upstream/README.md), at
@@ -24,6 +24,7 @@ import argparse
 import hashlib
 import os
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
@@ -221,12 +222,19 @@ def run_molecule(scenario: str, platforms: list[Platform]) -> bool:
     print(f"\nmolecule {scenario}: " + ", ".join(f"{a} {s:.0f} s{'' if good else ' FAILED'}" for a, s, good in timings))
     for platform in ready:
         platform.status = "passed" if ok else "FAILED"
-        platform.seconds = sum(seconds for _, seconds, _ in timings)
+        platform.seconds = sum(step[1] for step in timings)
     return ok
 
 
 def role_default(role: str, name: str) -> str:
     return str(yaml.safe_load((REPO / "roles" / role / "defaults" / "main.yml").read_text())[name])
+
+
+def free_port() -> str:
+    """A loopback port nobody listens on now (two test runs on one machine must not collide)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        return str(probe.getsockname()[1])
 
 
 def fixture_upstream() -> tuple[dict[str, str], subprocess.Popen]:
@@ -238,7 +246,7 @@ def fixture_upstream() -> tuple[dict[str, str], subprocess.Popen]:
         check=True, text=True, capture_output=True,
     )  # fmt: skip
     shas = dict(line.split() for line in built.stdout.splitlines() if line.strip())
-    port = os.environ.get("CHARRNN_FIXTURE_PORT", "9419")
+    port = os.environ.get("CHARRNN_FIXTURE_PORT") or free_port()
     daemon = subprocess.Popen(
         ["git", "daemon", "--reuseaddr", "--export-all", f"--base-path={out}", "--listen=127.0.0.1",
          f"--port={port}", str(out)],
