@@ -238,45 +238,64 @@ def add_segment(state: dict[str, Any], decision: dict[str, Any], now: float, log
 LDD_OPENBLAS_RE = re.compile(r"libopenblas\.so\S*\s*=>\s*(\S+)")
 
 
-def blas_build(th: str, ldd: str = "ldd") -> str:
-    """openmp, pthread, serial or unknown: the OpenBLAS that libTH.so (next to th) loads."""
+def blas_build(th: str, ldd: str = "ldd", env: dict[str, str] | None = None) -> tuple[str, str]:
+    """(openmp|pthread|serial|unknown, resolved path): the OpenBLAS that libTH.so (next to th) loads."""
     real = os.path.realpath(th)
     lib = os.path.join(os.path.dirname(os.path.dirname(real)), "lib", "libTH.so")
     if not os.path.exists(lib):
-        return "unknown"
+        return "unknown", ""
     try:
-        out = subprocess.run([ldd, lib], capture_output=True, text=True, timeout=30, check=False).stdout
+        out = subprocess.run([ldd, lib], capture_output=True, text=True, timeout=30, check=False, env=env).stdout
     except (OSError, subprocess.SubprocessError):
-        return "unknown"
+        return "unknown", ""
     match = LDD_OPENBLAS_RE.search(out)
     if not match:
-        return "unknown"
+        return "unknown", ""
     resolved = os.path.realpath(match.group(1))
     for kind in ("openmp", "pthread", "serial"):
-        if kind in resolved:
-            return kind
-    return "unknown"
+        if kind in os.path.basename(os.path.dirname(resolved)) or kind in os.path.basename(resolved):
+            return kind, resolved
+    return "unknown", resolved
+
+
+def openmp_sibling(resolved: str) -> str | None:
+    """Debian/Ubuntu install each OpenBLAS build in its own folder (openblas-pthread/, openblas-openmp/):
+    the OpenMP build's folder when it is installed next to the one in use."""
+    folder = os.path.dirname(resolved)
+    if os.path.basename(folder) != "openblas-pthread":
+        return None
+    sibling = os.path.join(os.path.dirname(folder), "openblas-openmp")
+    return sibling if os.path.exists(os.path.join(sibling, "libopenblas.so.0")) else None
 
 
 def known_good_threads(build: str, cpus: int) -> dict[str, str]:
-    """Thread settings measured fast for each OpenBLAS build (tests/benchmarks/threads.py).
+    """Thread settings measured fast for each OpenBLAS build (tests/benchmarks/threads.py, README).
 
-    Torch's own OpenMP loops and a pthread OpenBLAS both start a thread per CPU, and OpenMP's
-    default busy-waiting leaves the BLAS threads no CPU: one BLAS thread and passive OpenMP
-    waiting avoid the contention. The OpenMP OpenBLAS shares Torch's OpenMP pool.
+    Torch's OpenMP loops and a pthread OpenBLAS each start a thread per CPU; OpenMP's default
+    busy-waiting between loops then starves the BLAS threads (4-8x slower on 2 CPUs). Passive
+    waiting removes that. The OpenMP OpenBLAS shares Torch's OpenMP pool and is fastest with
+    OpenMP's defaults (passive waiting costs it wake-ups between the many small BLAS calls).
     """
     cpus = max(1, cpus)
     if build == "openmp":
-        return {"OMP_NUM_THREADS": str(cpus), "OMP_WAIT_POLICY": "PASSIVE"}
-    if build == "serial":
-        return {"OMP_NUM_THREADS": str(cpus), "OMP_WAIT_POLICY": "PASSIVE"}
-    return {"OMP_NUM_THREADS": str(cpus), "OPENBLAS_NUM_THREADS": "1", "OMP_WAIT_POLICY": "PASSIVE"}
+        return {"OMP_NUM_THREADS": str(cpus)}
+    return {"OMP_NUM_THREADS": str(cpus), "OMP_WAIT_POLICY": "PASSIVE"}
 
 
 def thread_environment(threads: Any, th: str, cpus: int) -> tuple[dict[str, str], str]:
-    """(environment, why) from the configured char_rnn_train_threads."""
+    """(environment, why) from the configured char_rnn_train_threads.
+
+    auto: the known-good settings for the OpenBLAS build libTH.so loads; where that is Debian's
+    pthread build and the OpenMP build is installed too, the OpenMP one (through
+    LD_LIBRARY_PATH), which is the faster of the two.
+    """
     if threads in (None, "auto", {}):
-        build = blas_build(th)
+        build, resolved = blas_build(th)
+        sibling = openmp_sibling(resolved) if build == "pthread" else None
+        if sibling:
+            env = {"LD_LIBRARY_PATH": ":".join(p for p in (sibling, os.environ.get("LD_LIBRARY_PATH")) if p)}
+            env.update(known_good_threads("openmp", cpus))
+            return env, f"auto, OpenMP OpenBLAS from {sibling} instead of the pthread one, {cpus} CPUs"
         return known_good_threads(build, cpus), f"auto, known-good for the {build} OpenBLAS on {cpus} CPUs"
     env = {}
     names = {"omp": "OMP_NUM_THREADS", "openblas": "OPENBLAS_NUM_THREADS", "wait_policy": "OMP_WAIT_POLICY"}

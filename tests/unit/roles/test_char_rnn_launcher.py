@@ -176,7 +176,8 @@ def test_configured_threads_map_to_environment():
     env, why = launcher.thread_environment({"omp": 2, "openblas": 1, "wait_policy": "PASSIVE"}, "/nonexistent/th", 2)
     assert env == {"OMP_NUM_THREADS": "2", "OPENBLAS_NUM_THREADS": "1", "OMP_WAIT_POLICY": "PASSIVE"}
     assert why == "configured"
-    assert launcher.known_good_threads("pthread", 2)["OPENBLAS_NUM_THREADS"] == "1"
+    assert launcher.known_good_threads("pthread", 2) == {"OMP_NUM_THREADS": "2", "OMP_WAIT_POLICY": "PASSIVE"}
+    assert launcher.known_good_threads("openmp", 2) == {"OMP_NUM_THREADS": "2"}
     assert launcher.thread_environment("auto", "/nonexistent/th", 4)[0]["OMP_NUM_THREADS"] == "4"
 
 
@@ -211,3 +212,14 @@ def test_main_with_the_fixture_train_lua(tmp_path: Path, upstream: Path):
     assert state["finished"] is True and len(state["segments"]) == 1
     assert launcher.main(["launcher", str(path)]) == 0
     assert "already finished" in (tmp_path / "run.log").read_text()
+
+
+def test_openmp_build_next_to_the_pthread_one_is_preferred(tmp_path: Path):
+    pthread = tmp_path / "openblas-pthread"
+    openmp = tmp_path / "openblas-openmp"
+    pthread.mkdir()
+    assert launcher.openmp_sibling(str(pthread / "libopenblasp-r0.3.21.so")) is None
+    openmp.mkdir()
+    (openmp / "libopenblas.so.0").write_bytes(b"")
+    assert launcher.openmp_sibling(str(pthread / "libopenblasp-r0.3.21.so")) == str(openmp)
+    assert launcher.openmp_sibling(str(openmp / "libopenblas.so.0")) is None
