@@ -50,7 +50,11 @@ def playbook(host, name: str, *extra: str) -> subprocess.CompletedProcess:
     inventory = os.environ["MOLECULE_INVENTORY_FILE"]
     limit = host.backend.get_hostname()
     cmd = ["ansible-playbook", "-i", inventory, "--limit", limit, str(PROJECT / "playbooks" / name), *extra]
-    return subprocess.run(cmd, capture_output=True, text=True, check=False, cwd=PROJECT)
+    # one line per result, no colours: the messages can be searched for
+    env = {**os.environ, "ANSIBLE_CALLBACK_RESULT_FORMAT": "json", "ANSIBLE_NOCOLOR": "1", "ANSIBLE_FORCE_COLOR": "0"}
+    run = subprocess.run(cmd, capture_output=True, text=True, check=False, cwd=PROJECT, env=env)
+    run.stdout += run.stderr
+    return run
 
 
 def recap_changed(out: str) -> int:
