@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """Thread settings for char-rnn on this host: prints s/batch per configuration, side by side.
 
 NOT a timed test: it prints figures. Needs a REAL Torch7 and char-rnn (README: "Benchmarks"):
@@ -11,7 +10,9 @@ alternate the configurations so that load from other work on the host spreads ov
 them. The OpenMP build of Debian's OpenBLAS is loaded through LD_LIBRARY_PATH, so both builds
 run in one session without touching update-alternatives. The last row, "service (auto)", is
 the role's launcher (roles/char_rnn_train/files/char_rnn_launcher.py, the unit's ExecStart)
-choosing its settings itself; it must be within 10 % of the best row.
+choosing its settings itself; it must be within 10 % of the best row. The launcher's known-good
+settings are rows too: "pthread, OMP_WAIT_POLICY=PASSIVE" (a pthread OpenBLAS alone) and
+"OpenMP OpenBLAS, defaults".
 """
 
 from __future__ import annotations
@@ -125,7 +126,7 @@ def run_service(args, workdir: Path, round_no: int) -> tuple[float, str]:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n", maxsplit=1)[0])
     parser.add_argument("--th", default="/opt/real-torch/bin/th")
     parser.add_argument("--char-rnn", type=Path, default=Path("/opt/real-char-rnn"))
     parser.add_argument("--batches", type=int, default=20, help="iterations per configuration and round")
@@ -135,7 +136,7 @@ def main() -> int:
     args.ntrain = ntrain_of(args.char_rnn / "data" / "tinyshakespeare" / "input.txt", 50, 50)
     cpus = len(os.sched_getaffinity(0))
     configs = configurations(cpus)
-    results: dict[str, list[float]] = {name: [] for name, _ in configs}
+    results: dict[str, list[float]] = {name: [] for name, _env in configs}
     results["service (auto)"] = []
     chosen = "?"
     started = time.time()

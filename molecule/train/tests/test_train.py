@@ -169,7 +169,7 @@ def test_fetch_checkpoints_verifies_and_does_not_fetch_twice(host, tmp_path):
 @pytest.mark.parametrize(
     ("extra", "message"),
     [
-        ("char_rnn_train_model=transformer", "is not a char-rnn model: use lstm, gru or rnn"),
+        ("char_rnn_train_model=transformer", "char_rnn_train_model must be one of: lstm, gru, rnn, got: transformer"),
         ("char_rnn_train_batch_size=0", "char_rnn_train_batch_size must be a positive integer"),
         ("char_rnn_train_dataset=nothing", "/opt/rnn-karpathy/data/nothing/input.txt"),
         ("char_rnn_train_seq_length=5000", "x seq_length 5000 needs at least"),

@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 # Copyright: rnn_bootstrap maintainers
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 """Start (or resume) one char-rnn training run; installed by the role char_rnn_train.
@@ -364,8 +363,10 @@ def supersede(paths: list[str], directory: str, tee: Tee) -> None:
 
 def run_trainer(argv: list[str], env: dict[str, str], cwd: str, tee: Tee) -> int:
     child = subprocess.Popen(argv, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    stopping: list[int] = []
 
     def forward(signum: int, _frame: Any) -> None:
+        stopping.append(signum)
         if child.poll() is None:
             child.send_signal(signum)
 
@@ -375,6 +376,9 @@ def run_trainer(argv: list[str], env: dict[str, str], cwd: str, tee: Tee) -> int
     for line in iter(child.stdout.readline, b""):
         tee.write(line)
     code = child.wait()
+    if stopping:  # systemctl stop (or restart): a clean stop, not a crash to restart from
+        tee.say(f"stopped by signal {stopping[0]}; the next start resumes from the newest checkpoint")
+        return 0
     if code < 0:
         tee.say(f"train.lua was killed by signal {-code}")
         return 128 - code
