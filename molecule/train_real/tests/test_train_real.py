@@ -55,7 +55,7 @@ def playbook(host, name, *extra):
 def test_train_kill_resume_finish_sample(host, tmp_path):
     figures = {}
     started = time.monotonic()
-    wait_for(lambda: last_iteration(host) >= 120, 600, "120 iterations")
+    wait_for(lambda: last_iteration(host) >= 100, 600, "100 iterations")
     pids = host.run("pgrep -u charrnn -f train.lua").stdout.split()
     host.run(f"kill -9 {' '.join(pids)}")
     killed_at = last_iteration(host)

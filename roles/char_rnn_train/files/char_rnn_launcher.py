@@ -42,6 +42,7 @@ from typing import Any
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
+import char_rnn_log  # plugins/module_utils/char_rnn_log.py (the module train_progress's parser)
 import checkpoints
 import corpus
 
@@ -304,6 +305,74 @@ def thread_environment(threads: Any, th: str, cpus: int) -> tuple[dict[str, str]
     return env, "configured"
 
 
+def probe_candidates(th: str, cpus: int) -> list[dict[str, str]]:
+    """Thread settings worth timing on this host: the known-good one and the usual alternatives."""
+    build, resolved = blas_build(th)
+    sibling = openmp_sibling(resolved) if build == "pthread" else None
+    candidates = [
+        known_good_threads(build, cpus),
+        {"OMP_NUM_THREADS": "1"},
+        {"OMP_NUM_THREADS": str(max(1, cpus)), "OMP_WAIT_POLICY": "PASSIVE"},
+    ]
+    if sibling:
+        candidates.append({"LD_LIBRARY_PATH": sibling, **known_good_threads("openmp", cpus)})
+    unique: list[dict[str, str]] = []
+    for env in candidates:
+        if env not in unique:
+            unique.append(env)
+    return unique
+
+
+def probe_args(options: dict[str, Any], ntrain: int, batches: int, directory: str) -> list[str]:
+    """train.lua's options for a timing run: the same model, a fresh start, no checkpoint."""
+    probe = dict(options)
+    probe.update(
+        max_epochs=(batches + 0.5) / ntrain,  # runs `batches` iterations, never reaches the final save
+        eval_val_every=10**9,
+        init_from="",
+        checkpoint_dir=directory,
+        savefile="probe",
+        print_every=1,
+    )
+    return train_args(probe)
+
+
+def choose_fastest(timings: list[tuple[dict[str, str], float | None]]) -> tuple[dict[str, str], float] | None:
+    measured = [(env, spb) for env, spb in timings if spb is not None]
+    return min(measured, key=lambda item: item[1]) if measured else None
+
+
+def probe_threads(config: dict[str, Any], ntrain: int, cpus: int, tee: Tee, batches: int = 12) -> tuple:
+    """Time each candidate for a few batches of this run's model; (environment, why)."""
+    options = config["options"]
+    directory = os.path.join(os.path.dirname(config["state_path"]), f".probe-{config['run']}")
+    os.makedirs(directory, exist_ok=True)
+    timings = []
+    base = {
+        k: v for k, v in os.environ.items() if k not in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "OMP_WAIT_POLICY")
+    }
+    base.update({k: str(v) for k, v in (config.get("environment") or {}).items()})
+    for env in probe_candidates(config["th"], cpus):
+        argv = [config["th"], "train.lua", *probe_args(options, ntrain, batches, directory)]
+        try:
+            out = subprocess.run(
+                argv, cwd=config["char_rnn_dir"], env={**base, **env}, capture_output=True, text=True,
+                timeout=60 + 30 * batches, check=False,
+            ).stdout  # fmt: skip
+            spb = char_rnn_log.parse_text(out, median_of=max(1, batches - 3))["seconds_per_batch"]
+        except subprocess.TimeoutExpired:
+            spb = None
+        timings.append((env, spb))
+        shown = f"{spb:.4f} s/batch" if spb is not None else "no timing"
+        tee.say("probe " + " ".join(f"{k}={v}" for k, v in sorted(env.items())) + f": {shown}")
+    shutil.rmtree(directory, ignore_errors=True)
+    best = choose_fastest(timings)
+    if best is None:
+        env, why = thread_environment("auto", config["th"], cpus)
+        return env, "probe gave no timing; " + why
+    return best[0], f"probe of {len(timings)} settings x {batches} batches, fastest {best[1]:.4f} s/batch"
+
+
 def usable_cpus() -> int:
     try:
         return len(os.sched_getaffinity(0))
@@ -438,7 +507,16 @@ def main(argv: list[str]) -> int:
         return 0
 
     env = dict(os.environ)
-    threads, why = thread_environment(config.get("threads", "auto"), config["th"], usable_cpus())
+    setting = config.get("threads", "auto")
+    previous = state.get("threads") or {}
+    if setting == "probe" and previous.get("setting") == "probe" and previous.get("th") == config["th"]:
+        threads, why = previous["env"], "probed at the run's first start"
+    elif setting == "probe":
+        threads, why = probe_threads(config, ntrain, usable_cpus(), tee)
+    else:
+        threads, why = thread_environment(setting, config["th"], usable_cpus())
+    state["threads"] = {"setting": setting if isinstance(setting, str) else "configured", "th": config["th"],
+                        "env": threads, "why": why}  # fmt: skip
     env.update(threads)
     env.update({k: str(v) for k, v in (config.get("environment") or {}).items()})
     decision["threads"] = threads

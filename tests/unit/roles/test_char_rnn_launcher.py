@@ -181,30 +181,35 @@ def test_configured_threads_map_to_environment():
     assert launcher.thread_environment("auto", "/nonexistent/th", 4)[0]["OMP_NUM_THREADS"] == "4"
 
 
-def test_main_with_the_fixture_train_lua(tmp_path: Path, upstream: Path):
-    """End to end with the FIXTURE train.lua under luajit: a fresh run, then a finished one."""
+def _fixture_run(tmp_path: Path, upstream: Path, threads, max_epochs: float) -> Path:
+    """A run configuration for the FIXTURE train.lua under luajit, in tmp_path."""
     luajit = os.environ.get("LUAJIT") or "/usr/bin/luajit"
     if not Path(luajit).exists():
         pytest.skip("luajit not installed")
     th = tmp_path / "th"
     th.write_text(f'#!/bin/sh\nexec {luajit} "$@"\n')
     th.chmod(0o755)
-    (tmp_path / "data").mkdir()
-    (tmp_path / "data" / "tiny").mkdir()
+    (tmp_path / "data" / "tiny").mkdir(parents=True)
     (tmp_path / "data" / "tiny" / "input.txt").write_bytes((upstream / "data/tinyshakespeare/input.txt").read_bytes())
     for name in ("train.lua", "util"):
         os.symlink(upstream / name, tmp_path / name)
-    cfg = config(max_epochs=0.2, eval_val_every=20)
+    cfg = config(max_epochs=max_epochs, eval_val_every=20)
     cfg.update(
         char_rnn_dir=str(tmp_path),
         th=str(th),
         log_path=str(tmp_path / "run.log"),
         state_path=str(tmp_path / "run.state.json"),
-        threads={"omp": 1},
+        threads=threads,
         environment={"FIXTURE_SECONDS_PER_BATCH": "0"},
     )
     path = tmp_path / "run.json"
     path.write_text(json.dumps(cfg))
+    return path
+
+
+def test_main_with_the_fixture_train_lua(tmp_path: Path, upstream: Path):
+    """End to end with the FIXTURE train.lua under luajit: a fresh run, then a finished one."""
+    path = _fixture_run(tmp_path, upstream, threads={"omp": 1}, max_epochs=0.2)
     assert launcher.main(["launcher", str(path)]) == 0
     log = (tmp_path / "run.log").read_text()
     assert "starting run run" in log and "saving checkpoint to" in log
@@ -223,3 +228,37 @@ def test_openmp_build_next_to_the_pthread_one_is_preferred(tmp_path: Path):
     (openmp / "libopenblas.so.0").write_bytes(b"")
     assert launcher.openmp_sibling(str(pthread / "libopenblasp-r0.3.21.so")) == str(openmp)
     assert launcher.openmp_sibling(str(openmp / "libopenblas.so.0")) is None
+
+
+def test_probe_candidates_and_choice(tmp_path: Path):
+    candidates = launcher.probe_candidates("/nonexistent/th", 2)
+    assert {"OMP_NUM_THREADS": "1"} in candidates
+    assert {"OMP_NUM_THREADS": "2", "OMP_WAIT_POLICY": "PASSIVE"} in candidates
+    assert len(candidates) == len({json.dumps(c, sort_keys=True) for c in candidates})
+    fast, slow = {"OMP_NUM_THREADS": "1"}, {"OMP_NUM_THREADS": "2"}
+    assert launcher.choose_fastest([(slow, 0.8), (fast, 0.12), ({}, None)]) == (fast, 0.12)
+    assert launcher.choose_fastest([({}, None)]) is None
+    args = launcher.probe_args(config()["options"], NTRAIN, 12, str(tmp_path))
+    flags = dict(zip(args[::2], args[1::2], strict=True))
+    assert flags["-init_from"] == "" and flags["-checkpoint_dir"] == str(tmp_path)
+    assert launcher.total_iterations(float(flags["-max_epochs"]), NTRAIN) == 12
+    assert int(flags["-eval_val_every"]) > 12
+
+
+def test_probe_runs_once_per_run(tmp_path: Path, upstream: Path):
+    """With threads=probe the first start times the candidates; a restart reuses the choice."""
+    path = _fixture_run(tmp_path, upstream, threads="probe", max_epochs=0.1)
+    assert launcher.main(["launcher", str(path)]) == 0
+    log = (tmp_path / "run.log").read_text()
+    assert log.count("char-rnn launcher:") and "probe OMP_NUM_THREADS=1" in log
+    state = json.loads((tmp_path / "run.state.json").read_text())
+    assert state["threads"]["setting"] == "probe" and state["threads"]["why"].startswith("probe of ")
+    assert not (tmp_path / ".probe-run").exists()
+    # more epochs: the run resumes, without probing again
+    cfg = json.loads(path.read_text())
+    cfg["options"]["max_epochs"] = 0.2
+    path.write_text(json.dumps(cfg))
+    assert launcher.main(["launcher", str(path)]) == 0
+    log = (tmp_path / "run.log").read_text()
+    assert log.count("probe OMP_NUM_THREADS=1") == 1
+    assert "threads (probed at the run's first start)" in log
