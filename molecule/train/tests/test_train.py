@@ -27,14 +27,14 @@ EVAL_VAL_EVERY = 20
 PROGRESS_RE = re.compile(r"^(\d+)/(\d+) \(epoch", re.M)
 
 
-def wait_for(predicate, timeout: float, what: str, interval: float = 1.0):
+def wait_for(predicate, timeout: float, what: str, interval: float = 1.0, detail=None):
     deadline = time.monotonic() + timeout
     while True:
         value = predicate()
         if value:
             return value
         if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout:.0f} s waiting for {what}")
+            pytest.fail(f"timed out after {timeout:.0f} s waiting for {what}" + (f"\n{detail()}" if detail else ""))
         time.sleep(interval)
 
 
@@ -105,7 +105,12 @@ def test_kill_9_resumes_from_the_newest_checkpoint(host):
     assert expected, "no valid checkpoint when the trainer was killed"
     wait_for(lambda: int(show(host, "NRestarts")) > restarts_before, 60, "systemd to restart the unit")
     pattern = f"loading a model from checkpoint {expected}"
-    wait_for(lambda: pattern in host.file(LOG).content_string, 60, pattern)
+    wait_for(
+        lambda: pattern in host.file(LOG).content_string,
+        60,
+        pattern,
+        detail=lambda: host.run(f"grep -v '/[0-9]* (epoch' {LOG} | tail -n 40; systemctl status {UNIT}").stdout,
+    )
     state = json.loads(host.file(STATE).content_string)
     segment = state["segments"][-1]
     assert segment["init_from"] == expected

@@ -176,8 +176,8 @@ def test_configured_threads_map_to_environment():
     env, why = launcher.thread_environment({"omp": 2, "openblas": 1, "wait_policy": "PASSIVE"}, "/nonexistent/th", 2)
     assert env == {"OMP_NUM_THREADS": "2", "OPENBLAS_NUM_THREADS": "1", "OMP_WAIT_POLICY": "PASSIVE"}
     assert why == "configured"
-    assert launcher.known_good_threads("pthread", 2) == {"OMP_NUM_THREADS": "2", "OMP_WAIT_POLICY": "PASSIVE"}
-    assert launcher.known_good_threads("openmp", 2) == {"OMP_NUM_THREADS": "2"}
+    for build in ("pthread", "openmp", "unknown"):
+        assert launcher.known_good_threads(build, 2) == {"OMP_NUM_THREADS": "2", "OMP_WAIT_POLICY": "PASSIVE"}
     assert launcher.thread_environment("auto", "/nonexistent/th", 4)[0]["OMP_NUM_THREADS"] == "4"
 
 
@@ -219,22 +219,13 @@ def test_main_with_the_fixture_train_lua(tmp_path: Path, upstream: Path):
     assert "already finished" in (tmp_path / "run.log").read_text()
 
 
-def test_openmp_build_next_to_the_pthread_one_is_preferred(tmp_path: Path):
-    pthread = tmp_path / "openblas-pthread"
-    openmp = tmp_path / "openblas-openmp"
-    pthread.mkdir()
-    assert launcher.openmp_sibling(str(pthread / "libopenblasp-r0.3.21.so")) is None
-    openmp.mkdir()
-    (openmp / "libopenblas.so.0").write_bytes(b"")
-    assert launcher.openmp_sibling(str(pthread / "libopenblasp-r0.3.21.so")) == str(openmp)
-    assert launcher.openmp_sibling(str(openmp / "libopenblas.so.0")) is None
-
-
 def test_probe_candidates_and_choice(tmp_path: Path):
     candidates = launcher.probe_candidates("/nonexistent/th", 2)
     assert {"OMP_NUM_THREADS": "1"} in candidates
     assert {"OMP_NUM_THREADS": "2", "OMP_WAIT_POLICY": "PASSIVE"} in candidates
     assert len(candidates) == len({json.dumps(c, sort_keys=True) for c in candidates})
+    # nothing that busy-waits with several threads
+    assert all(c.get("OMP_WAIT_POLICY") == "PASSIVE" or c["OMP_NUM_THREADS"] == "1" for c in candidates)
     fast, slow = {"OMP_NUM_THREADS": "1"}, {"OMP_NUM_THREADS": "2"}
     assert launcher.choose_fastest([(slow, 0.8), (fast, 0.12), ({}, None)]) == (fast, 0.12)
     assert launcher.choose_fastest([({}, None)]) is None
@@ -262,3 +253,26 @@ def test_probe_runs_once_per_run(tmp_path: Path, upstream: Path):
     log = (tmp_path / "run.log").read_text()
     assert log.count("probe OMP_NUM_THREADS=1") == 1
     assert "threads (probed at the run's first start)" in log
+
+
+def test_systemctl_stop_is_a_clean_exit_and_not_the_end_of_the_run(tmp_path: Path, upstream: Path):
+    import signal
+    import subprocess
+    import time
+
+    path = _fixture_run(tmp_path, upstream, threads={"omp": 1}, max_epochs=5.0)
+    cfg = json.loads(path.read_text())
+    cfg["environment"] = {"FIXTURE_SECONDS_PER_BATCH": "0.05"}
+    path.write_text(json.dumps(cfg))
+    env = {**os.environ, "PYTHONPATH": str(REPO / "plugins" / "module_utils")}
+    script = REPO / "roles" / "char_rnn_train" / "files" / "char_rnn_launcher.py"
+    proc = subprocess.Popen([sys.executable, str(script), str(path)], env=env, stdout=subprocess.DEVNULL)
+    deadline = time.monotonic() + 30
+    while "time/batch" not in ((tmp_path / "run.log").read_text() if (tmp_path / "run.log").exists() else ""):
+        assert time.monotonic() < deadline, "train.lua never printed progress"
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=30) == 0
+    state = json.loads((tmp_path / "run.state.json").read_text())
+    assert state["finished"] is False
+    assert "stopped by signal 15" in (tmp_path / "run.log").read_text()
