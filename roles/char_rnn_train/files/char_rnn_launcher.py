@@ -16,8 +16,9 @@ The systemd unit char-rnn-train-RUN.service runs this as the training user. It:
 * gives train.lua the remaining epochs (``-max_epochs``), the learning rate decayed as the
   uninterrupted run would have decayed it, and a ``-learning_rate_decay_after`` shifted by the
   epochs already done;
-* chooses the thread settings (OpenMP / OpenBLAS) for the BLAS build libTH.so loads, unless the
-  configuration fixes them;
+* chooses the thread settings: ``probe`` times the settings that do not busy-wait on this run's
+  model at its first start and keeps the fastest; ``auto`` takes passive OpenMP waiting; a dict
+  fixes them;
 * runs ``th train.lua`` with its output line-buffered and copies every line both to standard
   output (the journal) and to the run's log file;
 * exits 0 without training when the run has already reached max_epochs.
