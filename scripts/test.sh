@@ -73,7 +73,11 @@ stage_sanity() {
 }
 
 stage_molecule() {
-  python tests/containers/testbed.py molecule default --upstream fixture
+  local rc=0
+  python tests/containers/testbed.py molecule default --upstream fixture || rc=1
+  # the training service (Debian 12 only: systemd, kill -9 and resume, status/sample/fetch playbooks)
+  python tests/containers/testbed.py molecule train debian-12 --upstream fixture || rc=1
+  return $rc
 }
 
 stage_real() {

@@ -1,0 +1,534 @@
+# Copyright: rnn_bootstrap maintainers
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Start (or resume) one char-rnn training run; installed by the role char_rnn_train.
+
+    char_rnn_launcher.py /etc/char-rnn/RUN.json
+
+The systemd unit char-rnn-train-RUN.service runs this as the training user. It:
+
+* finds the newest *valid* checkpoint of the run (checkpoints.py, the module_utils that the
+  module checkpoint_info uses, shipped next to this file), ignoring files cut short by a crash;
+* works out how far the whole run has got: char-rnn's ``-init_from`` restores the weights but
+  restarts the iteration counter at 1 and the learning-rate schedule at its start, and names
+  its checkpoints with the epoch *of that segment*. The state file records, for every segment,
+  when it started and how many iterations and epochs came before it, so a checkpoint's absolute
+  position is its segment's offset plus its own;
+* gives train.lua the remaining epochs (``-max_epochs``), the learning rate decayed as the
+  uninterrupted run would have decayed it, and a ``-learning_rate_decay_after`` shifted by the
+  epochs already done;
+* chooses the thread settings: ``probe`` times the settings that do not busy-wait on this run's
+  model at its first start and keeps the fastest; ``auto`` takes passive OpenMP waiting; a dict
+  fixes them;
+* runs ``th train.lua`` with its output line-buffered and copies every line both to standard
+  output (the journal) and to the run's log file;
+* exits 0 without training when the run has already reached max_epochs.
+
+A change of what makes the model (data set, model, rnn_size, num_layers, seq_length, batch_size,
+train/val fractions) starts a new run: the old checkpoints of this savefile move to a
+``superseded-<time>/`` folder of the checkpoint directory.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from typing import Any
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import char_rnn_log  # plugins/module_utils/char_rnn_log.py (the module train_progress's parser)
+import checkpoints
+import corpus
+
+STATE_VERSION = 1
+# The options that define the model and how the data is cut into batches: changing any of them
+# makes the old checkpoints useless for -init_from (or changes what an iteration is).
+MODEL_KEYS = ("data_dir", "model", "rnn_size", "num_layers", "seq_length", "batch_size", "train_frac", "val_frac")
+PREFIX = "char-rnn launcher:"
+
+
+# ----------------------------------------------------------------------------- pure decisions
+
+
+def model_key(options: dict[str, Any]) -> dict[str, Any]:
+    return {key: options.get(key) for key in MODEL_KEYS}
+
+
+def total_iterations(max_epochs: float, ntrain: int) -> int:
+    """What train.lua's ``for i = 1, max_epochs * ntrain`` runs."""
+    return math.floor(max_epochs * ntrain + 1e-9)
+
+
+def epochs_for(iterations: int, ntrain: int) -> float:
+    """The smallest -max_epochs for which train.lua's max_epochs * ntrain is exactly ``iterations``.
+
+    r / n * n is not always r in floating point (1 / 49 * 49 < 1), and train.lua saves its final
+    checkpoint only when i == max_epochs * ntrain; step up to the first double that works.
+    """
+    value = iterations / ntrain
+    for _step in range(64):
+        if value * ntrain >= iterations:
+            return value
+        value = math.nextafter(value, math.inf) if hasattr(math, "nextafter") else value + value * 2**-52
+    return value
+
+
+def checkpoint_iteration(epoch: float, ntrain: int, eval_val_every: int, segment_total: int | None) -> int:
+    """The iteration of a checkpoint whose name says ``epoch`` (two decimals) in its segment.
+
+    train.lua saves at multiples of eval_val_every and at its last iteration; the name's epoch
+    is rounded to 0.01, so the estimate snaps to the nearest of those.
+    """
+    estimate = epoch * ntrain
+    candidates = []
+    if eval_val_every > 0:
+        candidates.append(round(estimate / eval_val_every) * eval_val_every)
+    if segment_total:
+        candidates.append(segment_total)
+    candidates = [c for c in candidates if c > 0 and abs(c / ntrain - epoch) <= 0.005 + 1e-9]
+    if candidates:
+        return min(candidates, key=lambda c: abs(c - estimate))
+    return max(1, round(estimate))
+
+
+def decays_done(epochs_done: float, decay: float, decay_after: float) -> int:
+    """How many times train.lua has decayed the learning rate after ``epochs_done`` epochs.
+
+    It multiplies by learning_rate_decay at the end of every whole epoch k >= decay_after.
+    """
+    if decay >= 1:
+        return 0
+    whole = math.floor(epochs_done + 1e-9)
+    first = max(1, math.ceil(decay_after - 1e-9))
+    return max(0, whole - first + 1)
+
+
+def segment_of(state: dict[str, Any] | None, mtime: float) -> dict[str, Any] | None:
+    """The segment that wrote a checkpoint modified at ``mtime`` (the last one started before it)."""
+    if not state:
+        return None
+    found = None
+    for segment in state.get("segments", []):
+        if segment["started"] <= mtime:
+            found = segment
+    return found
+
+
+def plan(
+    config: dict[str, Any], state: dict[str, Any] | None, entries: list[dict[str, Any]], ntrain: int, now: float
+) -> dict[str, Any]:
+    """Decide what this start does. Returns action fresh|resume|finished and train.lua's options."""
+    options = dict(config["options"])
+    max_epochs = float(options["max_epochs"])
+    total = total_iterations(max_epochs, ntrain)
+    key = model_key(options)
+    decision: dict[str, Any] = {"ntrain": ntrain, "total_iterations": total, "new_run": False, "supersede": []}
+
+    if state is not None and state.get("model_key") != key:
+        decision["new_run"] = True
+        decision["reason"] = "the model options changed: starting a new run"
+        decision["supersede"] = [e["path"] for e in entries]
+        state = None
+        entries = []
+    elif state is None and entries:
+        decision["reason"] = "no launcher state: the checkpoints found are taken as this run's first segment"
+    run_started = state["run_started"] if state else now
+    usable = [e for e in entries if e["mtime"] >= run_started - 1 or not state]
+    newest = checkpoints.latest_of(usable)
+    decision["invalid"] = [e["path"] for e in entries if not e["valid"]]
+
+    if newest is None:
+        offset_iterations, offset_epochs = 0, 0.0
+        decision.update(action="fresh", init_from=None, checkpoint=None)
+    else:
+        segment = segment_of(state, newest["mtime"]) or {"offset_iterations": 0, "offset_epochs": 0.0, "total": None}
+        segment_total = segment.get("total")
+        local = checkpoint_iteration(newest["epoch"], ntrain, int(options["eval_val_every"]), segment_total)
+        offset_iterations = int(segment["offset_iterations"]) + local
+        offset_iterations = min(offset_iterations, total)
+        offset_epochs = offset_iterations / ntrain
+        decision.update(init_from=newest["path"], checkpoint=newest["name"])
+        decision["action"] = "finished" if offset_iterations >= total else "resume"
+
+    remaining = total - offset_iterations
+    learning_rate = float(options["learning_rate"])
+    decays = decays_done(
+        offset_epochs, float(options["learning_rate_decay"]), float(options["learning_rate_decay_after"])
+    )
+    if decays:
+        learning_rate *= float(options["learning_rate_decay"]) ** decays
+    decision.update(
+        offset_iterations=offset_iterations,
+        offset_epochs=offset_epochs,
+        remaining_iterations=remaining,
+        decays=decays,
+        learning_rate=learning_rate,
+        run_started=run_started,
+    )
+    if decision["action"] == "finished":
+        return decision
+
+    options["max_epochs"] = epochs_for(remaining, ntrain)
+    options["learning_rate"] = learning_rate
+    if offset_epochs:
+        options["learning_rate_decay_after"] = (
+            math.ceil(float(options["learning_rate_decay_after"]) - 1e-9) - offset_epochs
+        )
+    options["init_from"] = decision["init_from"] or ""
+    decision["options"] = options
+    return decision
+
+
+def train_args(options: dict[str, Any]) -> list[str]:
+    args = []
+    for name, value in options.items():
+        if value is None:
+            continue
+        if isinstance(value, float):
+            text = repr(value)
+        elif isinstance(value, bool):
+            text = "1" if value else "0"
+        else:
+            text = str(value)
+        args += [f"-{name}", text]
+    return args
+
+
+def new_state(config: dict[str, Any], decision: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "version": STATE_VERSION,
+        "run": config["run"],
+        "savefile": config["options"]["savefile"],
+        "model_key": model_key(config["options"]),
+        "run_started": decision["run_started"],
+        "segments": [],
+    }
+
+
+def add_segment(state: dict[str, Any], decision: dict[str, Any], now: float, log_offset: int) -> dict[str, Any]:
+    state["total_iterations"] = decision["total_iterations"]
+    state["max_epochs"] = decision["total_iterations"] / decision["ntrain"]
+    state["ntrain"] = decision["ntrain"]
+    state["finished"] = decision["action"] == "finished"
+    if decision["action"] == "finished":
+        return state
+    state["segments"].append(
+        {
+            "started": now,
+            "offset_iterations": decision["offset_iterations"],
+            "offset_epochs": decision["offset_epochs"],
+            "total": decision["remaining_iterations"],
+            "init_from": decision["init_from"],
+            "learning_rate": decision["learning_rate"],
+            "log_offset": log_offset,
+            "threads": decision.get("threads", {}),
+        }
+    )
+    return state
+
+
+# ----------------------------------------------------------------------------- threads
+
+LDD_OPENBLAS_RE = re.compile(r"libopenblas\.so\S*\s*=>\s*(\S+)")
+
+
+def blas_build(th: str, ldd: str = "ldd", env: dict[str, str] | None = None) -> tuple[str, str]:
+    """(openmp|pthread|serial|unknown, resolved path): the OpenBLAS that libTH.so (next to th) loads."""
+    real = os.path.realpath(th)
+    lib = os.path.join(os.path.dirname(os.path.dirname(real)), "lib", "libTH.so")
+    if not os.path.exists(lib):
+        return "unknown", ""
+    try:
+        out = subprocess.run([ldd, lib], capture_output=True, text=True, timeout=30, check=False, env=env).stdout
+    except (OSError, subprocess.SubprocessError):
+        return "unknown", ""
+    match = LDD_OPENBLAS_RE.search(out)
+    if not match:
+        return "unknown", ""
+    resolved = os.path.realpath(match.group(1))
+    for kind in ("openmp", "pthread", "serial"):
+        if kind in os.path.basename(os.path.dirname(resolved)) or kind in os.path.basename(resolved):
+            return kind, resolved
+    return "unknown", resolved
+
+
+def known_good_threads(build: str, cpus: int) -> dict[str, str]:
+    """Thread settings measured fast on every OpenBLAS build (tests/benchmarks/threads.py, README).
+
+    Torch's OpenMP loops and a pthread OpenBLAS each start a thread per CPU, and OpenMP's default
+    busy-waiting between loops starves the BLAS threads (4-8x slower on 2 CPUs). With the OpenMP
+    OpenBLAS, busy-waiting is fast on an idle host but collapses as soon as other work wants the
+    CPUs (0.095 -> 0.6 s/batch measured). Passive waiting is close to the best on both builds and
+    stays there under load. ``build`` is reported, not needed: the answer is the same.
+    """
+    del build
+    return {"OMP_NUM_THREADS": str(max(1, cpus)), "OMP_WAIT_POLICY": "PASSIVE"}
+
+
+def thread_environment(threads: Any, th: str, cpus: int) -> tuple[dict[str, str], str]:
+    """(environment, why) from the configured char_rnn_train_threads (auto or a dict)."""
+    if threads in (None, "auto", "probe", {}):
+        build, _resolved = blas_build(th)
+        return known_good_threads(build, cpus), f"auto, known-good for the {build} OpenBLAS on {cpus} CPUs"
+    env = {}
+    names = {"omp": "OMP_NUM_THREADS", "openblas": "OPENBLAS_NUM_THREADS", "wait_policy": "OMP_WAIT_POLICY"}
+    for key, value in dict(threads).items():
+        if value is not None and value != "":
+            env[names.get(key, key)] = str(value)
+    return env, "configured"
+
+
+def probe_candidates(th: str, cpus: int) -> list[dict[str, str]]:
+    """Thread settings worth timing: the known-good one and the other settings that do not busy-wait.
+
+    Busy-waiting settings (OpenMP's default ACTIVE policy with several threads) are left out: a
+    short probe on a quiet moment can find them fastest, and they are several times slower as
+    soon as the host gets busy (tests/benchmarks/threads.py, README).
+    """
+    build, _resolved = blas_build(th)
+    n = str(max(1, cpus))
+    candidates = [
+        known_good_threads(build, cpus),
+        {"OMP_NUM_THREADS": "1"},
+        {"OMP_NUM_THREADS": n, "OPENBLAS_NUM_THREADS": "1", "OMP_WAIT_POLICY": "PASSIVE"},
+    ]
+    unique: list[dict[str, str]] = []
+    for env in candidates:
+        if env not in unique:
+            unique.append(env)
+    return unique
+
+
+def probe_args(options: dict[str, Any], ntrain: int, batches: int, directory: str) -> list[str]:
+    """train.lua's options for a timing run: the same model, a fresh start, no checkpoint."""
+    probe = dict(options)
+    probe.update(
+        max_epochs=(batches + 0.5) / ntrain,  # runs `batches` iterations, never reaches the final save
+        eval_val_every=10**9,
+        init_from="",
+        checkpoint_dir=directory,
+        savefile="probe",
+        print_every=1,
+    )
+    return train_args(probe)
+
+
+def choose_fastest(timings: list[tuple[dict[str, str], float | None]]) -> tuple[dict[str, str], float] | None:
+    measured = [(env, spb) for env, spb in timings if spb is not None]
+    return min(measured, key=lambda item: item[1]) if measured else None
+
+
+def probe_threads(config: dict[str, Any], ntrain: int, cpus: int, tee: Tee, batches: int = 12) -> tuple:
+    """Time each candidate for a few batches of this run's model; (environment, why)."""
+    options = config["options"]
+    directory = os.path.join(os.path.dirname(config["state_path"]), f".probe-{config['run']}")
+    os.makedirs(directory, exist_ok=True)
+    timings = []
+    base = {
+        k: v for k, v in os.environ.items() if k not in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "OMP_WAIT_POLICY")
+    }
+    base.update({k: str(v) for k, v in (config.get("environment") or {}).items()})
+    for env in probe_candidates(config["th"], cpus):
+        argv = [config["th"], "train.lua", *probe_args(options, ntrain, batches, directory)]
+        try:
+            out = subprocess.run(
+                argv, cwd=config["char_rnn_dir"], env={**base, **env}, capture_output=True, text=True,
+                timeout=60 + 30 * batches, check=False,
+            ).stdout  # fmt: skip
+            spb = char_rnn_log.parse_text(out, median_of=max(1, batches - 3))["seconds_per_batch"]
+        except subprocess.TimeoutExpired:
+            spb = None
+        timings.append((env, spb))
+        shown = f"{spb:.4f} s/batch" if spb is not None else "no timing"
+        tee.say("probe " + " ".join(f"{k}={v}" for k, v in sorted(env.items())) + f": {shown}")
+    shutil.rmtree(directory, ignore_errors=True)
+    best = choose_fastest(timings)
+    if best is None:
+        env, why = thread_environment("auto", config["th"], cpus)
+        return env, "probe gave no timing; " + why
+    return best[0], f"probe of {len(timings)} settings x {batches} batches, fastest {best[1]:.4f} s/batch"
+
+
+def usable_cpus() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+# ----------------------------------------------------------------------------- side effects
+
+
+def load_json(path: str) -> Any:
+    try:
+        with open(path, encoding="utf-8") as fh:
+            return json.load(fh)
+    except FileNotFoundError:
+        return None
+
+
+def save_json(path: str, data: Any) -> None:
+    tmp = f"{path}.tmp"
+    with open(tmp, "w", encoding="utf-8") as fh:
+        json.dump(data, fh, indent=2, sort_keys=True)
+        fh.write("\n")
+    os.replace(tmp, path)
+
+
+class Tee:
+    def __init__(self, log_path: str) -> None:
+        os.makedirs(os.path.dirname(log_path) or ".", exist_ok=True)
+        self.log = open(log_path, "ab", buffering=0)  # noqa: SIM115 (lives as long as the process)
+
+    def offset(self) -> int:
+        return self.log.seek(0, os.SEEK_END)
+
+    def write(self, data: bytes) -> None:
+        self.log.write(data)
+        try:
+            sys.stdout.buffer.write(data)
+            sys.stdout.buffer.flush()
+        except (BrokenPipeError, ValueError):
+            pass
+
+    def say(self, text: str) -> None:
+        stamp = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+        self.write(f"{PREFIX} {stamp} {text}\n".encode())
+
+
+def supersede(paths: list[str], directory: str, tee: Tee) -> None:
+    if not paths:
+        return
+    dest = os.path.join(directory, "superseded-" + time.strftime("%Y%m%dT%H%M%S"))
+    os.makedirs(dest, exist_ok=True)
+    for path in paths:
+        shutil.move(path, os.path.join(dest, os.path.basename(path)))
+    tee.say(f"moved {len(paths)} checkpoint(s) of the previous model to {dest}")
+
+
+def run_trainer(argv: list[str], env: dict[str, str], cwd: str, tee: Tee) -> int | None:
+    """train.lua's exit status (128 + N when killed by signal N); None when stopped by systemctl."""
+    child = subprocess.Popen(argv, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    stopping: list[int] = []
+
+    def forward(signum: int, _frame: Any) -> None:
+        stopping.append(signum)
+        if child.poll() is None:
+            child.send_signal(signum)
+
+    for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(signum, forward)
+    assert child.stdout is not None
+    for line in iter(child.stdout.readline, b""):
+        tee.write(line)
+    code = child.wait()
+    if stopping:  # systemctl stop (or restart): a clean stop, not a crash to restart from
+        tee.say(f"stopped by signal {stopping[0]}; the next start resumes from the newest checkpoint")
+        return None
+    if code < 0:
+        tee.say(f"train.lua was killed by signal {-code}")
+        return 128 - code
+    if code:
+        tee.say(f"train.lua exited with status {code}")
+    return code
+
+
+def main(argv: list[str]) -> int:
+    if len(argv) != 2:
+        print(f"usage: {argv[0]} RUN_CONFIG.json", file=sys.stderr)
+        return 2
+    config = load_json(argv[1])
+    if config is None:
+        print(f"{argv[1]}: no such run configuration", file=sys.stderr)
+        return 2
+    options = config["options"]
+    tee = Tee(config["log_path"])
+    chdir = config["char_rnn_dir"]
+    data_dir = os.path.join(chdir, options["data_dir"])
+    try:
+        size = os.path.getsize(os.path.join(data_dir, "input.txt"))
+        split = corpus.splits(
+            size, int(options["batch_size"]), int(options["seq_length"]), options["train_frac"], options["val_frac"]
+        )
+    except (OSError, corpus.CorpusError) as exc:
+        tee.say(f"cannot use the corpus in {data_dir}: {exc}")
+        return 1
+    ntrain = split["train_batches"]
+    if ntrain < 1 or split["val_batches"] < 1:
+        tee.say(f"{data_dir}/input.txt ({size} bytes) gives {split}: too small for this batch_size x seq_length")
+        return 1
+    checkpoint_dir = os.path.join(chdir, options["checkpoint_dir"])
+    os.makedirs(checkpoint_dir, exist_ok=True)
+    state_path = config["state_path"]
+    state = load_json(state_path)
+    entries = checkpoints.discover(checkpoint_dir, options["savefile"])["checkpoints"]
+    now = time.time()
+    decision = plan(config, state, entries, ntrain, now)
+    for path in decision["invalid"]:
+        tee.say(f"ignoring {path}: not a complete checkpoint")
+    if decision.get("reason"):
+        tee.say(decision["reason"])
+    if decision["new_run"]:
+        supersede(decision["supersede"], checkpoint_dir, tee)
+        state = None
+    if state is None:
+        state = new_state(config, decision)
+
+    if decision["action"] == "finished":
+        add_segment(state, decision, now, tee.offset())
+        save_json(state_path, state)
+        tee.say(
+            f"run {config['run']} already finished: {decision['offset_iterations']}/{decision['total_iterations']} "
+            f"iterations (newest checkpoint {decision['checkpoint']}); not training"
+        )
+        return 0
+
+    env = dict(os.environ)
+    setting = config.get("threads", "auto")
+    previous = state.get("threads") or {}
+    if setting == "probe" and previous.get("setting") == "probe" and previous.get("th") == config["th"]:
+        threads, why = previous["env"], "probed at the run's first start"
+    elif setting == "probe":
+        threads, why = probe_threads(config, ntrain, usable_cpus(), tee)
+    else:
+        threads, why = thread_environment(setting, config["th"], usable_cpus())
+    state["threads"] = {"setting": setting if isinstance(setting, str) else "configured", "th": config["th"],
+                        "env": threads, "why": why}  # fmt: skip
+    env.update(threads)
+    env.update({k: str(v) for k, v in (config.get("environment") or {}).items()})
+    decision["threads"] = threads
+    add_segment(state, decision, now, tee.offset())
+    save_json(state_path, state)
+
+    if decision["action"] == "resume":
+        tee.say(
+            f"resuming run {config['run']} from {decision['init_from']} at iteration "
+            f"{decision['offset_iterations']}/{decision['total_iterations']} (epoch {decision['offset_epochs']:.3f}): "
+            f"{decision['remaining_iterations']} iterations left, learning rate {decision['learning_rate']:.6g}"
+        )
+    else:
+        tee.say(f"starting run {config['run']}: {decision['total_iterations']} iterations ({ntrain} per epoch)")
+    tee.say("threads (" + why + "): " + " ".join(f"{k}={v}" for k, v in sorted(threads.items())))
+    argv_th = [config["th"], "train.lua", *train_args(decision["options"])]
+    stdbuf = shutil.which("stdbuf")
+    if stdbuf:  # Torch's print goes through C stdio: block-buffered into a pipe without this
+        argv_th = [stdbuf, "-oL", "-eL", *argv_th]
+    code = run_trainer(argv_th, env, chdir, tee)
+    if code is None:  # a clean stop: exit 0 so that systemd does not count it as a failure
+        return 0
+    if code == 0:
+        state["finished"] = True
+        save_json(state_path, state)
+        tee.say(f"run {config['run']} finished")
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))

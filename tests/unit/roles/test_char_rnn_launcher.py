@@ -1,0 +1,278 @@
+"""The char_rnn_train launcher's decisions: fresh start, resume point, remaining epochs, learning rate."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[3]
+sys.path.insert(0, str(REPO / "plugins" / "module_utils"))  # the launcher imports checkpoints, corpus
+_spec = importlib.util.spec_from_file_location(
+    "char_rnn_launcher", REPO / "roles" / "char_rnn_train" / "files" / "char_rnn_launcher.py"
+)
+launcher = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(launcher)
+
+from checkpoints import discover  # noqa: E402
+
+NTRAIN = 100
+
+
+def config(**options):
+    base = {
+        "data_dir": "data/tiny",
+        "rnn_size": 16,
+        "num_layers": 1,
+        "model": "lstm",
+        "learning_rate": 0.002,
+        "learning_rate_decay": 0.5,
+        "learning_rate_decay_after": 2.0,
+        "decay_rate": 0.95,
+        "dropout": 0.0,
+        "seq_length": 20,
+        "batch_size": 10,
+        "max_epochs": 5.0,
+        "grad_clip": 5.0,
+        "train_frac": 0.95,
+        "val_frac": 0.05,
+        "seed": 123,
+        "print_every": 1,
+        "eval_val_every": 50,
+        "checkpoint_dir": "cv/run",
+        "savefile": "run",
+        "gpuid": -1,
+    }
+    base.update(options)
+    return {"run": "run", "options": base}
+
+
+def entry(name, mtime, valid=True):
+    parsed = launcher.checkpoints.parse_name(name)
+    return {"path": f"/cv/{name}", "name": name, "mtime": mtime, "valid": valid, **parsed}
+
+
+def state_for(cfg, started, segments):
+    return {
+        "model_key": launcher.model_key(cfg["options"]),
+        "run_started": started,
+        "segments": segments,
+    }
+
+
+def test_no_checkpoint_is_a_fresh_start():
+    decision = launcher.plan(config(), None, [], NTRAIN, now=1000.0)
+    assert decision["action"] == "fresh"
+    assert decision["init_from"] is None
+    assert decision["total_iterations"] == 500
+    assert decision["options"]["init_from"] == ""
+    assert decision["options"]["max_epochs"] * NTRAIN == 500
+    assert decision["options"]["learning_rate"] == 0.002
+    assert "-init_from" in launcher.train_args(decision["options"])
+
+
+def test_newest_valid_checkpoint_is_resumed_and_truncated_one_ignored(tmp_path: Path, real: Path, copy_as):
+    """Real char-rnn checkpoints; the newest one cut short by a kill is skipped."""
+    src = real / "lm_tiny_epoch1.06_3.2739.t7"
+    copy_as(src, tmp_path, "lm_run_epoch1.00_3.30.t7", mtime=1000.0)
+    copy_as(src, tmp_path, "lm_run_epoch1.50_3.20.t7", mtime=1100.0)
+    copy_as(src, tmp_path, "lm_run_epoch2.00_3.10.t7", mtime=1200.0, size=src.stat().st_size // 2)
+    copy_as(src, tmp_path, "lm_other_epoch4.00_1.00.t7", mtime=1300.0)
+    entries = discover(str(tmp_path), "run")["checkpoints"]
+    cfg = config()
+    state = state_for(cfg, 900.0, [{"started": 900.0, "offset_iterations": 0, "offset_epochs": 0.0, "total": 500}])
+    decision = launcher.plan(cfg, state, entries, NTRAIN, now=1300.0)
+    assert decision["action"] == "resume"
+    assert decision["checkpoint"] == "lm_run_epoch1.50_3.20.t7"
+    assert decision["invalid"] == [str(tmp_path / "lm_run_epoch2.00_3.10.t7")]
+    assert decision["offset_iterations"] == 150
+    assert decision["remaining_iterations"] == 350
+    assert decision["options"]["max_epochs"] * NTRAIN == 350
+    assert decision["options"]["init_from"] == str(tmp_path / "lm_run_epoch1.50_3.20.t7")
+
+
+def test_remaining_epochs_and_decayed_learning_rate_after_a_resumed_segment():
+    """The second segment's checkpoint names count from its own start: offsets make them absolute."""
+    cfg = config()
+    segments = [
+        {"started": 100.0, "offset_iterations": 0, "offset_epochs": 0.0, "total": 500},
+        {"started": 200.0, "offset_iterations": 250, "offset_epochs": 2.5, "total": 250},
+    ]
+    entries = [entry("lm_run_epoch2.50_2.0000.t7", 150.0), entry("lm_run_epoch1.00_1.9000.t7", 300.0)]
+    decision = launcher.plan(cfg, state_for(cfg, 100.0, segments), entries, NTRAIN, now=400.0)
+    assert decision["action"] == "resume"
+    assert decision["offset_iterations"] == 350  # 250 + 100 of the second segment
+    assert decision["offset_epochs"] == 3.5
+    assert decision["remaining_iterations"] == 150
+    # decays at the end of epochs 2 and 3 (decay_after 2): 0.002 * 0.5 ** 2
+    assert decision["decays"] == 2
+    assert decision["learning_rate"] == pytest.approx(0.0005)
+    assert decision["options"]["learning_rate"] == pytest.approx(0.0005)
+    # the next decay (end of absolute epoch 4) is at the segment's first epoch boundary
+    assert decision["options"]["learning_rate_decay_after"] == pytest.approx(-1.5)
+
+
+def test_finished_run_does_not_train():
+    cfg = config(max_epochs=2.0)
+    state = state_for(cfg, 100.0, [{"started": 100.0, "offset_iterations": 0, "offset_epochs": 0.0, "total": 200}])
+    decision = launcher.plan(cfg, state, [entry("lm_run_epoch2.00_1.5000.t7", 150.0)], NTRAIN, now=200.0)
+    assert decision["action"] == "finished"
+    assert decision["remaining_iterations"] == 0
+    assert "options" not in decision
+
+
+def test_more_epochs_continue_a_finished_run():
+    cfg = config(max_epochs=3.0)
+    old = config(max_epochs=2.0)
+    state = state_for(old, 100.0, [{"started": 100.0, "offset_iterations": 0, "offset_epochs": 0.0, "total": 200}])
+    decision = launcher.plan(cfg, state, [entry("lm_run_epoch2.00_1.5000.t7", 150.0)], NTRAIN, now=200.0)
+    assert decision["action"] == "resume"
+    assert decision["remaining_iterations"] == 100
+
+
+def test_changed_model_starts_a_new_run_and_supersedes_old_checkpoints():
+    old = config(rnn_size=16)
+    state = state_for(old, 100.0, [{"started": 100.0, "offset_iterations": 0, "offset_epochs": 0.0, "total": 500}])
+    decision = launcher.plan(config(rnn_size=32), state, [entry("lm_run_epoch1.00_2.0000.t7", 150.0)], NTRAIN, 200.0)
+    assert decision["new_run"] is True
+    assert decision["action"] == "fresh"
+    assert decision["supersede"] == ["/cv/lm_run_epoch1.00_2.0000.t7"]
+
+
+def test_checkpoints_without_state_are_taken_as_the_first_segment():
+    decision = launcher.plan(config(), None, [entry("lm_run_epoch0.50_2.0000.t7", 150.0)], NTRAIN, now=200.0)
+    assert decision["action"] == "resume"
+    assert decision["offset_iterations"] == 50
+
+
+@pytest.mark.parametrize(("iterations", "ntrain"), [(1, 49), (350, 100), (7, 3), (5297, 5297), (123, 4567)])
+def test_epochs_for_gives_train_lua_exactly_the_iterations(iterations, ntrain):
+    epochs = launcher.epochs_for(iterations, ntrain)
+    assert epochs * ntrain >= iterations
+    assert launcher.total_iterations(epochs, ntrain) == iterations
+
+
+@pytest.mark.parametrize(
+    ("epochs_done", "decay_after", "expected"),
+    [(0.5, 10, 0), (9.99, 10, 0), (10.0, 10, 1), (12.3, 10, 3), (3.0, 0, 3), (2.0, 1.5, 1)],
+)
+def test_decays_done_matches_train_lua(epochs_done, decay_after, expected):
+    assert launcher.decays_done(epochs_done, 0.97, decay_after) == expected
+    assert launcher.decays_done(epochs_done, 1.0, decay_after) == 0
+
+
+def test_checkpoint_iteration_snaps_to_eval_points():
+    # ntrain 423: epoch 0.47 is 198.8 iterations; checkpoints come every 200
+    assert launcher.checkpoint_iteration(0.47, 423, 200, None) == 200
+    # the final checkpoint of a segment of 105 iterations
+    assert launcher.checkpoint_iteration(0.25, 423, 50, 105) == 105
+
+
+def test_configured_threads_map_to_environment():
+    env, why = launcher.thread_environment({"omp": 2, "openblas": 1, "wait_policy": "PASSIVE"}, "/nonexistent/th", 2)
+    assert env == {"OMP_NUM_THREADS": "2", "OPENBLAS_NUM_THREADS": "1", "OMP_WAIT_POLICY": "PASSIVE"}
+    assert why == "configured"
+    for build in ("pthread", "openmp", "unknown"):
+        assert launcher.known_good_threads(build, 2) == {"OMP_NUM_THREADS": "2", "OMP_WAIT_POLICY": "PASSIVE"}
+    assert launcher.thread_environment("auto", "/nonexistent/th", 4)[0]["OMP_NUM_THREADS"] == "4"
+
+
+def _fixture_run(tmp_path: Path, upstream: Path, threads, max_epochs: float) -> Path:
+    """A run configuration for the FIXTURE train.lua under luajit, in tmp_path."""
+    luajit = os.environ.get("LUAJIT") or "/usr/bin/luajit"
+    if not Path(luajit).exists():
+        pytest.skip("luajit not installed")
+    th = tmp_path / "th"
+    th.write_text(f'#!/bin/sh\nexec {luajit} "$@"\n')
+    th.chmod(0o755)
+    (tmp_path / "data" / "tiny").mkdir(parents=True)
+    (tmp_path / "data" / "tiny" / "input.txt").write_bytes((upstream / "data/tinyshakespeare/input.txt").read_bytes())
+    for name in ("train.lua", "util"):
+        os.symlink(upstream / name, tmp_path / name)
+    cfg = config(max_epochs=max_epochs, eval_val_every=20)
+    cfg.update(
+        char_rnn_dir=str(tmp_path),
+        th=str(th),
+        log_path=str(tmp_path / "run.log"),
+        state_path=str(tmp_path / "run.state.json"),
+        threads=threads,
+        environment={"FIXTURE_SECONDS_PER_BATCH": "0"},
+    )
+    path = tmp_path / "run.json"
+    path.write_text(json.dumps(cfg))
+    return path
+
+
+def test_main_with_the_fixture_train_lua(tmp_path: Path, upstream: Path):
+    """End to end with the FIXTURE train.lua under luajit: a fresh run, then a finished one."""
+    path = _fixture_run(tmp_path, upstream, threads={"omp": 1}, max_epochs=0.2)
+    assert launcher.main(["launcher", str(path)]) == 0
+    log = (tmp_path / "run.log").read_text()
+    assert "starting run run" in log and "saving checkpoint to" in log
+    state = json.loads((tmp_path / "run.state.json").read_text())
+    assert state["finished"] is True and len(state["segments"]) == 1
+    assert launcher.main(["launcher", str(path)]) == 0
+    assert "already finished" in (tmp_path / "run.log").read_text()
+
+
+def test_probe_candidates_and_choice(tmp_path: Path):
+    candidates = launcher.probe_candidates("/nonexistent/th", 2)
+    assert {"OMP_NUM_THREADS": "1"} in candidates
+    assert {"OMP_NUM_THREADS": "2", "OMP_WAIT_POLICY": "PASSIVE"} in candidates
+    assert len(candidates) == len({json.dumps(c, sort_keys=True) for c in candidates})
+    # nothing that busy-waits with several threads
+    assert all(c.get("OMP_WAIT_POLICY") == "PASSIVE" or c["OMP_NUM_THREADS"] == "1" for c in candidates)
+    fast, slow = {"OMP_NUM_THREADS": "1"}, {"OMP_NUM_THREADS": "2"}
+    assert launcher.choose_fastest([(slow, 0.8), (fast, 0.12), ({}, None)]) == (fast, 0.12)
+    assert launcher.choose_fastest([({}, None)]) is None
+    args = launcher.probe_args(config()["options"], NTRAIN, 12, str(tmp_path))
+    flags = dict(zip(args[::2], args[1::2], strict=True))
+    assert flags["-init_from"] == "" and flags["-checkpoint_dir"] == str(tmp_path)
+    assert launcher.total_iterations(float(flags["-max_epochs"]), NTRAIN) == 12
+    assert int(flags["-eval_val_every"]) > 12
+
+
+def test_probe_runs_once_per_run(tmp_path: Path, upstream: Path):
+    """With threads=probe the first start times the candidates; a restart reuses the choice."""
+    path = _fixture_run(tmp_path, upstream, threads="probe", max_epochs=0.1)
+    assert launcher.main(["launcher", str(path)]) == 0
+    log = (tmp_path / "run.log").read_text()
+    assert log.count("char-rnn launcher:") and "probe OMP_NUM_THREADS=1" in log
+    state = json.loads((tmp_path / "run.state.json").read_text())
+    assert state["threads"]["setting"] == "probe" and state["threads"]["why"].startswith("probe of ")
+    assert not (tmp_path / ".probe-run").exists()
+    # more epochs: the run resumes, without probing again
+    cfg = json.loads(path.read_text())
+    cfg["options"]["max_epochs"] = 0.2
+    path.write_text(json.dumps(cfg))
+    assert launcher.main(["launcher", str(path)]) == 0
+    log = (tmp_path / "run.log").read_text()
+    assert log.count("probe OMP_NUM_THREADS=1") == 1
+    assert "threads (probed at the run's first start)" in log
+
+
+def test_systemctl_stop_is_a_clean_exit_and_not_the_end_of_the_run(tmp_path: Path, upstream: Path):
+    import signal
+    import subprocess
+    import time
+
+    path = _fixture_run(tmp_path, upstream, threads={"omp": 1}, max_epochs=5.0)
+    cfg = json.loads(path.read_text())
+    cfg["environment"] = {"FIXTURE_SECONDS_PER_BATCH": "0.05"}
+    path.write_text(json.dumps(cfg))
+    env = {**os.environ, "PYTHONPATH": str(REPO / "plugins" / "module_utils")}
+    script = REPO / "roles" / "char_rnn_train" / "files" / "char_rnn_launcher.py"
+    proc = subprocess.Popen([sys.executable, str(script), str(path)], env=env, stdout=subprocess.DEVNULL)
+    deadline = time.monotonic() + 30
+    while "time/batch" not in ((tmp_path / "run.log").read_text() if (tmp_path / "run.log").exists() else ""):
+        assert time.monotonic() < deadline, "train.lua never printed progress"
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=30) == 0
+    state = json.loads((tmp_path / "run.state.json").read_text())
+    assert state["finished"] is False
+    assert "stopped by signal 15" in (tmp_path / "run.log").read_text()
