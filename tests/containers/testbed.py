@@ -174,11 +174,15 @@ def prepare_all(platforms: list[Platform]) -> None:
         print(f"image {platform.name}: {platform.status} ({platform.seconds:.0f} s) {platform.reason}", flush=True)
 
 
-def platforms_override(platforms: list[Platform], path: Path) -> None:
-    """A Molecule base config whose `platforms` list replaces the default one."""
+def platforms_override(scenario: str, platforms: list[Platform], path: Path) -> None:
+    """A Molecule base config whose `platforms` list replaces the default one.
+
+    Instances are named after the scenario too: podman's container names are global to the
+    machine, and two scenarios (or checkouts) with a `debian-12` would remove each other's.
+    """
     entries = [
         {
-            "name": p.name,
+            "name": f"charrnn-{scenario}-{p.name}",
             "image": p.image,
             "pre_build_image": True,
             "systemd": "always",
@@ -203,7 +207,7 @@ def run_molecule(scenario: str, platforms: list[Platform]) -> bool:
         print(f"molecule {scenario}: no platform is ready, nothing ran")
         return False
     override = REPO / ".cache" / "molecule" / f"platforms-{scenario}.yml"
-    platforms_override(ready, override)
+    platforms_override(scenario, ready, override)
     base = ["molecule", "-c", str(REPO / ".config" / "molecule" / "config.yml"), "-c", str(override)]
     print(f"molecule {scenario} on {', '.join(p.name for p in ready)}", flush=True)
     timings: list[tuple[str, float, bool]] = []
