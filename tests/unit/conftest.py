@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -87,3 +89,30 @@ def _run_module(main: Any, args: dict[str, Any], monkeypatch: pytest.MonkeyPatch
 @pytest.fixture
 def run_module(monkeypatch: pytest.MonkeyPatch) -> Callable[[Any, dict[str, Any]], tuple[bool, dict[str, Any]]]:
     return lambda main, args: _run_module(main, args, monkeypatch)
+
+
+def _ansible_adhoc(*args: str) -> dict[str, Any]:
+    """`ansible localhost ARGS` against this checkout (ansible.cfg finds the collection in .cache)."""
+    # the ansible next to this Python (a virtualenv's bin/), else the one on PATH
+    exe = shutil.which("ansible", path=str(Path(sys.executable).parent)) or shutil.which("ansible")
+    if not exe:
+        pytest.skip("the ansible command is not installed")
+    env = dict(
+        os.environ,
+        ANSIBLE_CONFIG=str(REPO / "ansible.cfg"),
+        ANSIBLE_LOAD_CALLBACK_PLUGINS="1",
+        ANSIBLE_STDOUT_CALLBACK="json",
+        ANSIBLE_LOCALHOST_WARNING="0",
+        ANSIBLE_INVENTORY_UNPARSED_WARNING="0",
+    )
+    proc = subprocess.run(
+        [exe, "localhost", *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=120, check=False
+    )
+    assert proc.stdout, proc.stderr
+    return json.loads(proc.stdout)["plays"][0]["tasks"][0]["hosts"]["localhost"]
+
+
+@pytest.fixture
+def ansible_adhoc() -> Callable[..., dict[str, Any]]:
+    """Run a module the way a user would, with the ansible command; returns the host's result."""
+    return _ansible_adhoc

@@ -2,17 +2,12 @@
 
 from __future__ import annotations
 
-import json
-import os
-import shutil
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 from ansible_collections.rnn_bootstrap.char_rnn.plugins.modules import checkpoint_info
 
-REPO = Path(__file__).resolve().parents[4]
 LSTM_LATEST = "lm_tiny_epoch2.00_3.1596.t7"
 GRU = "lm_tinygru_epoch1.00_3.1838.t7"
 
@@ -103,29 +98,8 @@ def test_check_mode_reads_the_same(real: Path, run_module) -> None:
     assert checked == normal
 
 
-def ansible(*args: str) -> dict:
-    """`ansible localhost -m ...` against this checkout (ansible.cfg finds the collection in .cache)."""
-    # the ansible next to this Python (a virtualenv's bin/), else the one on PATH
-    exe = shutil.which("ansible", path=str(Path(sys.executable).parent)) or shutil.which("ansible")
-    if not exe:
-        pytest.skip("the ansible command is not installed")
-    env = dict(
-        os.environ,
-        ANSIBLE_CONFIG=str(REPO / "ansible.cfg"),
-        ANSIBLE_LOAD_CALLBACK_PLUGINS="1",
-        ANSIBLE_STDOUT_CALLBACK="json",
-        ANSIBLE_LOCALHOST_WARNING="0",
-        ANSIBLE_INVENTORY_UNPARSED_WARNING="0",
-    )
-    proc = subprocess.run(
-        [exe, "localhost", *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=120, check=False
-    )
-    assert proc.stdout, proc.stderr
-    return json.loads(proc.stdout)["plays"][0]["tasks"][0]["hosts"]["localhost"]
-
-
-def test_ansible_adhoc(real: Path) -> None:
-    result = ansible("-m", "rnn_bootstrap.char_rnn.checkpoint_info", "-a", f"dir={real} savefile=tiny", "--check")
+def test_ansible_adhoc(real: Path, ansible_adhoc) -> None:
+    result = ansible_adhoc("-m", "rnn_bootstrap.char_rnn.checkpoint_info", "-a", f"dir={real} savefile=tiny", "--check")
     assert result.get("failed") is not True, result
     assert result["latest"]["name"] == LSTM_LATEST
     assert [e["name"] for e in result["checkpoints"]] == [
@@ -135,8 +109,8 @@ def test_ansible_adhoc(real: Path) -> None:
     ]
 
 
-def test_ansible_adhoc_missing_dir(tmp_path: Path) -> None:
-    result = ansible("-m", "rnn_bootstrap.char_rnn.checkpoint_info", "-a", f"dir={tmp_path}/cv")
+def test_ansible_adhoc_missing_dir(tmp_path: Path, ansible_adhoc) -> None:
+    result = ansible_adhoc("-m", "rnn_bootstrap.char_rnn.checkpoint_info", "-a", f"dir={tmp_path}/cv")
     assert result["failed"] is True
     assert result["msg"] == f"checkpoint dir {tmp_path}/cv does not exist"
 

@@ -2,17 +2,10 @@
 
 from __future__ import annotations
 
-import json
-import os
-import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 from ansible_collections.rnn_bootstrap.char_rnn.plugins.modules import train_progress
-
-REPO = Path(__file__).resolve().parents[4]
 
 
 @pytest.mark.parametrize(
@@ -69,23 +62,10 @@ def test_bad_numbers(real: Path, run_module, args: dict, needle: str) -> None:
     assert needle in result["msg"]
 
 
-def test_ansible_adhoc(real: Path) -> None:
-    exe = shutil.which("ansible", path=str(Path(sys.executable).parent)) or shutil.which("ansible")
-    if not exe:
-        pytest.skip("the ansible command is not installed")
-    env = dict(
-        os.environ,
-        ANSIBLE_CONFIG=str(REPO / "ansible.cfg"),
-        ANSIBLE_LOAD_CALLBACK_PLUGINS="1",
-        ANSIBLE_STDOUT_CALLBACK="json",
-        ANSIBLE_LOCALHOST_WARNING="0",
-        ANSIBLE_INVENTORY_UNPARSED_WARNING="0",
+def test_ansible_adhoc(real: Path, ansible_adhoc) -> None:
+    result = ansible_adhoc(
+        "-m", "rnn_bootstrap.char_rnn.train_progress", "-a", f"path={real}/train-gru.log tail_bytes=2000"
     )
-    args = ["-m", "rnn_bootstrap.char_rnn.train_progress", "-a", f"path={real}/train-gru.log tail_bytes=2000"]
-    proc = subprocess.run(
-        [exe, "localhost", *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=120, check=False
-    )
-    result = json.loads(proc.stdout)["plays"][0]["tasks"][0]["hosts"]["localhost"]
     assert result.get("failed") is not True, result
     assert (result["iteration"], result["total_iterations"], result["val_loss"]) == (142, 142, 3.1838)
     assert result["truncated"] is True
