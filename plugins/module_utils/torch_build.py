@@ -23,6 +23,8 @@ import subprocess
 import tarfile
 import time
 
+from ansible_collections.rnn_bootstrap.char_rnn.plugins.module_utils.torch_artifact import write_json
+
 STATE_FILE = ".rnn_bootstrap-build.json"
 STATE_SCHEMA = 1
 MANAGED_BY = "rnn_bootstrap.char_rnn.torch_install"
@@ -522,13 +524,18 @@ class Build:
             steps = self.plan(cmake, jobs, packages)
             env = self.env(cmake, jobs)
             lua_env = None
-            for name, argv, cwd in steps:
+            for number, (name, argv, cwd) in enumerate(steps, 1):
+                self.report_progress(number, len(steps), name)
                 if lua_env is None and name.startswith("luarocks make"):
                     # install.sh: eval "$($PREFIX/bin/luarocks path)" before the rocks.
                     lua_env = self.luarocks_path(env)
                     env = self.env(cmake, jobs, lua_env)
                 self.run_step(name, argv, cwd, env)
+            self.report_progress(len(steps), len(steps), "verify")
             return lua_env or {}
+
+    def report_progress(self, number, total, name):
+        write_progress(self.log_path, number, total, name)
 
 
 def rotate_log(path):
@@ -572,13 +579,19 @@ def log_tail(path, lines=LOG_TAIL_LINES):
 
 
 def write_state(prefix, record):
-    path = state_path(prefix)
-    tmp = path + ".tmp"
-    with open(tmp, "w", encoding="utf-8") as handle:
-        json.dump(record, handle, indent=2, sort_keys=True)
-        handle.write("\n")
-    os.replace(tmp, path)
-    return path
+    return write_json(state_path(prefix), record)
+
+
+def progress_path(log_path):
+    return log_path + ".progress.json"
+
+
+def write_progress(log_path, number, total, name, finished=False):
+    """Where the build is, for a play that follows a build running in the background."""
+    write_json(
+        progress_path(log_path),
+        {"step": number, "steps": total, "name": name, "finished": finished, "since": round(time.time())},
+    )
 
 
 # --------------------------------------------------------------------------- activation
@@ -667,23 +680,57 @@ def artifact_state(path):
     raise BuildError("read artifact", f"artifact {path} has no {STATE_FILE} at its top")
 
 
-def extract_artifact(path, prefix):
-    """Replace ``prefix`` with the tarball's content (members must stay inside it)."""
-    if os.path.exists(prefix):
-        remove_prefix(prefix)
-    os.makedirs(prefix)
-    real_prefix = os.path.realpath(prefix)
+def extract_artifact(path, dest, prefix=None):
+    """Replace ``dest`` with the tarball's content (members must stay inside it; absolute
+    symlinks may point only into ``prefix``, the path the content will live at, default ``dest``)."""
+    prefix = prefix or dest
+    if os.path.exists(dest):
+        remove_prefix(dest)
+    os.makedirs(dest)
+    real_dest = os.path.realpath(dest)
     with tarfile.open(path) as tar:
         for member in tar.getmembers():
-            target = os.path.realpath(os.path.join(prefix, member.name))
-            if target != real_prefix and not target.startswith(real_prefix + os.sep):
+            target = os.path.realpath(os.path.join(dest, member.name))
+            if target != real_dest and not target.startswith(real_dest + os.sep):
                 raise BuildError("extract artifact", f"unsafe member {member.name} in {path}")
             if member.issym() and os.path.isabs(member.linkname) and not member.linkname.startswith(prefix):
                 raise BuildError("extract artifact", f"unsafe symlink {member.name} in {path}")
         if hasattr(tarfile, "tar_filter"):  # Python 3.12+, and security backports to 3.8+
-            tar.extractall(prefix, filter="tar")  # members checked above as well
+            tar.extractall(dest, filter="tar")  # members checked above as well
         else:
-            tar.extractall(prefix)  # members checked above
+            tar.extractall(dest)  # members checked above
+
+
+def replace_prefix_from_artifact(path, prefix, verify):
+    """Install the tarball at ``prefix`` so that a failed check leaves the previous prefix in place.
+
+    Extracts next to ``prefix``, swaps it in (Torch prefixes are not relocatable, so ``verify``
+    must run at the real path), and swaps the old one back when ``verify`` raises."""
+    staging, old = prefix + ".rnn_bootstrap-new", prefix + ".rnn_bootstrap-old"
+    for leftover in (staging, old):
+        if os.path.lexists(leftover):
+            shutil.rmtree(leftover)
+    try:
+        extract_artifact(path, staging, prefix)
+    except (OSError, tarfile.TarError) as exc:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise BuildError("extract artifact", f"cannot extract {path}: {exc}") from exc
+    except BuildError:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    had_prefix = os.path.lexists(prefix)
+    if had_prefix:
+        os.rename(prefix, old)
+    os.rename(staging, prefix)
+    try:
+        verify()
+    except BaseException:
+        shutil.rmtree(prefix, ignore_errors=True)
+        if had_prefix:
+            os.rename(old, prefix)
+        raise
+    if had_prefix:
+        shutil.rmtree(old, ignore_errors=True)
 
 
 def create_artifact(prefix, path):

@@ -40,14 +40,17 @@ description:
   - "Activation: writes O(profile_script) (PATH, LD_LIBRARY_PATH, LUA_PATH, LUA_CPATH like upstream's
     C(torch-activate), which is also written to C(<prefix>/bin/torch-activate)) and symlinks C(th) as
     O(th_link)."
+  - "Progress: while building, C(<log_path>.progress.json) says which step of how many runs (the torch7 role
+    reports it while the build runs in the background)."
   - "Toolchain: torch/distro needs CMake 3.x. CMake 4 removed compatibility with CMake < 3.5 and
     refuses policy CMP0026 OLD, which torch7 sets. When the system C(cmake) is 4 or newer, pass
     O(cmake) pointing at a pinned CMake 3.x (for example from PyPI's C(cmake<4) wheel in a private
     virtualenv); the module fails with that advice otherwise. The chosen C(cmake) is put first on the
     PATH of the luarocks steps (through a private directory that holds only a C(cmake) symlink)."
   - "Prebuilt artifacts: with O(artifact) the module installs a tarball of a prefix made by
-    O(export_artifact) on a build host instead of building; O(src) is not used then. The same record,
-    verification and activation apply. Torch prefixes are not relocatable, so the artifact's recorded
+    O(export_artifact) on a build host instead of building; O(src) is not used then. With O(artifact_key) it checks
+    the key and the sha256 against the manifest first (the torch7 role's artifact store does this for a fleet).
+    The same record, verification and activation apply. Torch prefixes are not relocatable, so the artifact's recorded
     prefix must equal O(prefix)."
   - "Check mode: computes the decision (up to date, or what would be built and why) and runs no build
     step; read-only probes (C(git rev-parse), C(cmake --version), C(th -e ...)) still run."
@@ -142,6 +145,23 @@ options:
     description:
       - After a build (or when up to date and the file is missing), write a C(.tar.gz) of the prefix,
         including its build record, to this path on the host.
+      - With O(artifact_key), also its manifest C(<name>.json) beside it (C(x.tar.gz) -> C(x.json)) - the key,
+        the tarball's sha256 and size, the packages, when and on which host it was built - and the key's id in the
+        build record. The key must describe the build (commit, Lua flavour, packages, CUDA, the BLAS soname
+        libTH links), or nothing is exported.
+    type: path
+  artifact_key:
+    description:
+      - The artifact key of this host, as M(rnn_bootstrap.char_rnn.torch_artifact_key) returns it in C(key).
+      - With O(artifact), the install is up to date when the prefix records this key and is healthy (the tarball is
+        not read then); otherwise the manifest's key must equal this one and the tarball's sha256 the manifest's,
+        or nothing is extracted. The artifact is unpacked beside O(prefix) and swapped in; when the health checks
+        then fail, the previous prefix is put back.
+      - With O(export_artifact), the key the export is published under.
+    type: dict
+  artifact_manifest:
+    description:
+      - The manifest of O(artifact), with O(artifact_key). Default is C(<artifact without .tar.gz>.json).
     type: path
 extends_documentation_fragment:
   - rnn_bootstrap.char_rnn.attributes
@@ -282,6 +302,15 @@ log_tail:
   description: Last lines of the build log (or of the failing probe's output).
   returned: failure
   type: str
+artifact:
+  description: The exported artifact (with O(export_artifact) and O(artifact_key)) - path, manifest, name, sha256.
+  returned: when exported with a key
+  type: dict
+  sample:
+    path: /var/cache/rnn_bootstrap/torch7/torch7-debian12-x86_64-luajit21-0219027e6c46-cpu-3f2a9c1b77d0.tar.gz
+    manifest: /var/cache/rnn_bootstrap/torch7/torch7-debian12-x86_64-luajit21-0219027e6c46-cpu-3f2a9c1b77d0.json
+    name: torch7-debian12-x86_64-luajit21-0219027e6c46-cpu-3f2a9c1b77d0
+    sha256: 9f2c0e5bfb1c4b1f0f5b0b7d1f0a7d77c2f0e0d2d1b4c3a2b1a0f9e8d7c6b5a4
 ansible_facts:
   description: Facts for later tasks.
   returned: success
@@ -292,11 +321,14 @@ ansible_facts:
       type: dict
 """
 
+import contextlib
 import datetime
 import os
+import platform
 import time
 
 from ansible.module_utils.basic import AnsibleModule
+from ansible_collections.rnn_bootstrap.char_rnn.plugins.module_utils import torch_artifact as ta
 from ansible_collections.rnn_bootstrap.char_rnn.plugins.module_utils import torch_build as tb
 
 
@@ -317,6 +349,8 @@ def argument_spec():
         th_link=dict(type="path", default="/usr/local/bin/th"),
         force=dict(type="bool", default=False),
         artifact=dict(type="path"),
+        artifact_key=dict(type="dict", no_log=False),
+        artifact_manifest=dict(type="path"),
         export_artifact=dict(type="path"),
     )
 
@@ -351,7 +385,7 @@ def health_reasons(runner, p, state):
 
 
 def verify(runner, p):
-    """BLAS + require checks after a build/extract; returns blas_library."""
+    """BLAS check after a build/extract; returns (resolved BLAS library, the soname libTH asks for)."""
     try:
         blas, ldd_out = tb.detect_blas(runner, p["prefix"])
     except tb.BuildError as exc:
@@ -363,7 +397,7 @@ def verify(runner, p):
             failed_step="verify blas",
             log_tail=ldd_out,
         )
-    return blas
+    return blas, tb.parse_ldd_blas(ldd_out)[0]
 
 
 def verify_requires(runner, p, lua_env):
@@ -444,7 +478,7 @@ def build_from_source(runner, p, check_mode, result):
             log_tail=exc.output or tb.log_tail(p["log_path"]),
         ) from exc
     result["steps"] = build.steps
-    blas = verify(runner, p)
+    blas, blas_soname = verify(runner, p)
     verify_requires(runner, p, lua_env)
     seconds = round(time.monotonic() - start, 1)
     result["build_seconds"] = seconds
@@ -454,9 +488,11 @@ def build_from_source(runner, p, check_mode, result):
         schema=tb.STATE_SCHEMA,
         managed_by=tb.MANAGED_BY,
         source="build",
+        built_on=platform.node(),
         blas_library=blas,
+        blas_soname=blas_soname,
         build_seconds=seconds,
-        built_at=datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),  # noqa: UP017 (py3.8)
+        built_at=now_utc(),
         cmake_version=tb.fmt(version),
         jobs=jobs,
         lua_env=lua_env,
@@ -469,9 +505,83 @@ def build_from_source(runner, p, check_mode, result):
     return record, True
 
 
+def manifest_path(p):
+    """The manifest beside a tarball: ``x.tar.gz`` -> ``x.json``."""
+    if p.get("artifact_manifest"):
+        return p["artifact_manifest"]
+    base = p["artifact"]
+    for suffix in (".tar.gz", ".tgz"):
+        if base.endswith(suffix):
+            base = base[: -len(suffix)]
+            break
+    return base + ".json"
+
+
+def check_artifact(p):
+    """sha256 and key of the artifact against the manifest and this host; returns the manifest.
+
+    Nothing is extracted before both agree: a corrupt or mismatched artifact is never installed."""
+    path = manifest_path(p)
+    try:
+        manifest = ta.read_manifest(path)
+    except ValueError as exc:
+        raise Failure(str(exc), failed_step="read artifact") from exc
+    host_key = p["artifact_key"]
+    differences = ta.key_differences(host_key, manifest["key"])
+    if differences:
+        raise Failure(
+            "artifact {} does not fit this host: {} differ. This host's key: {}. The artifact's key: {}. "
+            "Build one on a host like this one (or let torch7_artifact_store hold one per key).".format(
+                manifest.get("name"),
+                ", ".join(differences),
+                ta.describe_key(host_key),
+                ta.describe_key(manifest["key"]),
+            ),
+            failed_step="check artifact key",
+            host_key=host_key,
+            artifact_key=manifest["key"],
+        )
+    try:
+        actual = ta.sha256_file(p["artifact"])
+    except OSError as exc:
+        raise Failure(f"cannot read artifact {p['artifact']}: {exc}", failed_step="check artifact checksum") from exc
+    if actual != manifest["sha256"]:
+        raise Failure(
+            "artifact {} is corrupt: sha256 {} but its manifest {} says {}; not installed".format(
+                p["artifact"], actual, path, manifest["sha256"]
+            ),
+            failed_step="check artifact checksum",
+        )
+    return manifest
+
+
+def artifact_up_to_date(runner, p, state):
+    """Reasons to (re)install, for an install that records the artifact key it came from."""
+    wanted = ta.key_id(p["artifact_key"])
+    if state is None:
+        return ["no build record"]
+    if not state or state.get("incomplete"):
+        return ["build record unreadable or unfinished"]
+    if state.get("artifact_key_id") != wanted:
+        return ["installed key {} is not this host's key {}".format(state.get("artifact_key_id"), wanted)]
+    return health_reasons(runner, p, state)
+
+
 def install_artifact(runner, p, check_mode, result):
     """The prebuilt path: same record, verification and activation, no compiler."""
     prefix = p["prefix"]
+    state = tb.read_state(tb.state_path(prefix))
+    keyed = bool(p.get("artifact_key"))
+    if keyed:
+        reasons = ["force: true"] if p["force"] else artifact_up_to_date(runner, p, state)
+        if not reasons:
+            result["reason"] = "up to date: artifact key {} installed".format(state.get("artifact_key_id"))
+            result.update(commit=state.get("commit"), packages=state.get("packages"))
+            return state, False
+        if check_mode and not os.path.exists(p["artifact"]):
+            result["reason"] = "; ".join(reasons) + "; would install {}".format(p["artifact"])
+            return state or {}, True
+        manifest = check_artifact(p)
     try:
         wanted = tb.artifact_state(p["artifact"])
     except tb.BuildError as exc:
@@ -489,27 +599,102 @@ def install_artifact(runner, p, check_mode, result):
             "artifact has lua_flavour {}, not {}".format(wanted.get("lua_flavour"), p["lua_flavour"]),
             failed_step="read artifact",
         )
-    state = tb.read_state(tb.state_path(prefix))
-    reasons = ["force: true"] if p["force"] else tb.compare_state(wanted, state)
-    if not reasons:
-        reasons = health_reasons(runner, p, state)
-    if not reasons:
-        result["reason"] = "up to date: artifact {} already installed".format(str(wanted.get("commit"))[:12])
-        return state, False
+    if not keyed:
+        reasons = ["force: true"] if p["force"] else tb.compare_state(wanted, state)
+        if not reasons:
+            reasons = health_reasons(runner, p, state)
+        if not reasons:
+            result["reason"] = "up to date: artifact {} already installed".format(str(wanted.get("commit"))[:12])
+            return state, False
     result["reason"] = "; ".join(reasons)
     if check_mode:
         return state or {}, True
     start = time.monotonic()
-    try:
-        tb.extract_artifact(p["artifact"], prefix)
+
+    def verify_extracted():
         verify(runner, p)
         verify_requires(runner, p, wanted.get("lua_env"))
-    except (tb.BuildError, Failure):
-        if os.path.exists(tb.state_path(prefix)):
-            os.unlink(tb.state_path(prefix))  # so that the next run tries again
-        raise
+
+    try:
+        tb.replace_prefix_from_artifact(p["artifact"], prefix, verify_extracted)
+    except tb.BuildError as exc:
+        raise Failure(exc.msg, failed_step=exc.step, log_tail=exc.output) from exc
+    record = tb.read_state(tb.state_path(prefix)) or dict(wanted)
+    if keyed:
+        record.update(
+            source="artifact",
+            artifact_name=manifest.get("name"),
+            artifact_sha256=manifest.get("sha256"),
+            artifact_key_id=ta.key_id(p["artifact_key"]),
+            built_on=manifest.get("built_on"),
+            installed_at=now_utc(),
+        )
+        tb.write_state(prefix, record)
     result["build_seconds"] = round(time.monotonic() - start, 1)
-    return tb.read_state(tb.state_path(prefix)) or wanted, True
+    return record, True
+
+
+def export(p, state, built, check_mode, result):
+    """Write the prefix tarball (and, with a key, its manifest); returns changed."""
+    path = p["export_artifact"]
+    key = p.get("artifact_key")
+    if key:
+        check_key_matches_build(key, state)
+        manifest_file = manifest_path(dict(p, artifact=path, artifact_manifest=None))
+        current = None
+        with contextlib.suppress(ValueError):
+            current = ta.read_manifest(manifest_file)
+        fresh = (
+            not built
+            and current is not None
+            and current.get("key_id") == ta.key_id(key)
+            and os.path.exists(path)
+            and state.get("artifact_key_id") == ta.key_id(key)
+        )
+        if fresh:
+            result["artifact"] = {"path": path, "manifest": manifest_file, "name": current["name"],
+                                  "sha256": current["sha256"]}  # fmt: skip
+            return False
+        if check_mode:
+            return True
+        if state.get("artifact_key_id") != ta.key_id(key):
+            state["artifact_key_id"] = ta.key_id(key)  # recorded in the tarball too: installs inherit it
+            tb.write_state(p["prefix"], state)
+        tb.create_artifact(p["prefix"], path)
+        manifest = ta.make_manifest(key, path, state, platform.node(), now_utc())
+        ta.write_json(manifest_file, manifest)
+        result["artifact"] = {"path": path, "manifest": manifest_file, "name": manifest["name"],
+                              "sha256": manifest["sha256"]}  # fmt: skip
+        return True
+    if not built and os.path.exists(path):
+        return False
+    if not check_mode:
+        tb.create_artifact(p["prefix"], path)
+    return True
+
+
+def check_key_matches_build(key, state):
+    """The key a build is exported under must describe that build, or hosts would trust a lie."""
+    found = {
+        "commit": state.get("commit"),
+        "lua_flavour": state.get("lua_flavour"),
+        "packages": state.get("packages"),
+        "cuda": bool(state.get("cuda")),
+    }
+    wrong = [name for name, value in found.items() if key.get(name) != value]
+    blas_soname = str(key.get("blas") or "").split(":", maxsplit=1)[0]
+    linked = os.path.basename(state.get("blas_soname") or "")
+    if linked and blas_soname != linked:
+        wrong.append(f"blas ({linked} linked, key says {blas_soname})")
+    if wrong:
+        raise Failure(
+            "artifact key does not describe the build in {}: {} differ".format(state.get("prefix"), ", ".join(wrong)),
+            failed_step="export artifact",
+        )
+
+
+def now_utc():
+    return datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")  # noqa: UP017 (py3.8)
 
 
 def run(params, check_mode, runner):
@@ -540,10 +725,9 @@ def run(params, check_mode, runner):
             # After the (skipped) build the activation would be rewritten from the new record.
             activated = bool(p["profile_script"] or p["th_link"])
         exported = False
-        if p.get("export_artifact") and not check_mode and (built or not os.path.exists(p["export_artifact"])):
-            tb.create_artifact(p["prefix"], p["export_artifact"])
-            exported = True
-        elif p.get("export_artifact") and check_mode and (built or not os.path.exists(p["export_artifact"])):
+        if p.get("export_artifact") and not (check_mode and built):
+            exported = export(p, state, built, check_mode, result)
+        elif p.get("export_artifact"):
             exported = True
     except Failure as exc:
         result.update(exc.extra)
@@ -591,7 +775,14 @@ def run(params, check_mode, runner):
 
 def main():
     module = AnsibleModule(argument_spec=argument_spec(), supports_check_mode=True)
-    ok, result = run(module.params, module.check_mode, tb.Runner())
+    follow = not module.check_mode  # a play may follow the build through the progress file
+    if follow:
+        tb.write_progress(module.params["log_path"], 0, 0, "deciding")
+    try:
+        ok, result = run(module.params, module.check_mode, tb.Runner())
+    finally:
+        if follow:
+            tb.write_progress(module.params["log_path"], 1, 1, "finished", finished=True)
     for warning in WARNINGS:
         module.warn(warning)
     if ok:

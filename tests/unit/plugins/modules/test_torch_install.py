@@ -12,6 +12,7 @@ import tarfile
 
 import pytest
 from ansible.module_utils.common.arg_spec import ArgumentSpecValidator
+from ansible_collections.rnn_bootstrap.char_rnn.plugins.module_utils import torch_artifact as ta
 from ansible_collections.rnn_bootstrap.char_rnn.plugins.module_utils import torch_build as tb
 from ansible_collections.rnn_bootstrap.char_rnn.plugins.modules import torch_install as mod
 
@@ -653,3 +654,130 @@ def test_crash_at_exit_after_requires_is_a_warning(env):
     assert mod.WARNINGS and "signal 11" in mod.WARNINGS[0]
     ok, res = mod.run(params(tmp_path, src, lua_flavour="LUA51"), False, runner)
     assert ok and not res["changed"] and mod.WARNINGS
+
+
+# --------------------------------------------------------------------------- keyed artifacts (the store)
+
+KEY = {
+    "distribution": "debian",
+    "release": "12",
+    "glibc": "2.36",
+    "arch": "x86_64",
+    "commit": SHA_A,
+    "lua_flavour": "LUAJIT21",
+    "packages": CHAR_RNN_SET,
+    "cuda": False,
+    "cuda_version": None,
+    "blas": "libopenblas.so.0:openmp",
+}
+
+
+def export_keyed(tmp_path, src, runner, key=None):
+    key = key or KEY
+    tarball = tmp_path / "cache" / "torch7.tar.gz"
+    ok, res = mod.run(params(tmp_path, src, export_artifact=str(tarball), artifact_key=key), False, runner)
+    assert ok, res
+    return tarball, tmp_path / "cache" / "torch7.json", res
+
+
+def new_host(tmp_path):
+    """Another host of the same key: nothing installed yet."""
+    import shutil
+
+    shutil.rmtree(tmp_path / "install")
+
+
+def install_params(tmp_path, tarball, key=None, **over):
+    return params(tmp_path, tmp_path / "nowhere", artifact=str(tarball), artifact_key=key or KEY, **over)
+
+
+def test_keyed_export_writes_manifest_with_key_and_checksum(env):
+    tmp_path, src, runner = env
+    tarball, manifest_path, res = export_keyed(tmp_path, src, runner)
+    manifest = json.loads(manifest_path.read_text())
+    assert manifest["key"] == KEY and manifest["key_id"] == ta.key_id(KEY)
+    assert manifest["name"] == ta.artifact_name(KEY) == res["artifact"]["name"]
+    assert manifest["sha256"] == ta.sha256_file(tarball) == res["artifact"]["sha256"]
+    assert manifest["packages"] == CHAR_RNN_SET and manifest["built_on"]
+    with tarfile.open(tarball) as tar:
+        record = json.load(tar.extractfile("./" + tb.STATE_FILE))
+    assert record["artifact_key_id"] == ta.key_id(KEY) and record["source"] == "build"
+    # a second run neither rebuilds nor re-exports
+    ok, res = mod.run(params(tmp_path, src, export_artifact=str(tarball), artifact_key=KEY), False, runner)
+    assert ok and not res["changed"], res
+
+
+def test_keyed_export_refuses_a_key_that_does_not_describe_the_build(env):
+    tmp_path, src, runner = env
+    ok, res = mod.run(
+        params(tmp_path, src, export_artifact=str(tmp_path / "t.tar.gz"), artifact_key=dict(KEY, lua_flavour="LUA51")),
+        False,
+        runner,
+    )
+    assert not ok and res["failed_step"] == "export artifact" and "lua_flavour" in res["msg"]
+    assert not (tmp_path / "t.tar.gz").exists()
+
+
+def test_keyed_install_then_up_to_date_without_reading_the_tarball(env):
+    tmp_path, src, runner = env
+    tarball, _manifest, _res = export_keyed(tmp_path, src, runner)
+    new_host(tmp_path)
+    runner.calls.clear()
+    ok, res = mod.run(install_params(tmp_path, tarball), False, runner)
+    assert ok and res["built"] and res["changed"], res
+    assert runner.steps() == []
+    record = json.loads((tmp_path / "install" / tb.STATE_FILE).read_text())
+    assert record["source"] == "artifact" and record["artifact_key_id"] == ta.key_id(KEY)
+    tarball.unlink()  # a healthy install of the right key needs no tarball
+    ok, res = mod.run(install_params(tmp_path, tarball), False, runner)
+    assert ok and not res["changed"] and "up to date" in res["reason"], res
+
+
+def test_artifact_of_another_key_is_refused_showing_both_keys(env):
+    tmp_path, src, runner = env
+    tarball, _manifest, _res = export_keyed(tmp_path, src, runner)
+    new_host(tmp_path)
+    trixie = dict(KEY, release="13", glibc="2.41")
+    ok, res = mod.run(install_params(tmp_path, tarball, key=trixie), False, runner)
+    assert not ok and res["failed_step"] == "check artifact key"
+    assert "release, glibc differ" in res["msg"]
+    assert "release=13" in res["msg"] and "release=12" in res["msg"]
+    assert not (tmp_path / "install").exists()
+
+
+def test_corrupt_artifact_is_never_installed_and_the_old_prefix_stays(env):
+    tmp_path, src, runner = env
+    tarball, _manifest, _res = export_keyed(tmp_path, src, runner)
+    before = (tmp_path / "install" / tb.STATE_FILE).read_text()
+    data = bytearray(tarball.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    tarball.write_bytes(bytes(data))
+    ok, res = mod.run(install_params(tmp_path, tarball, force=True), False, runner)
+    assert not ok and res["failed_step"] == "check artifact checksum" and "corrupt" in res["msg"]
+    assert (tmp_path / "install" / tb.STATE_FILE).read_text() == before
+
+
+def test_artifact_that_fails_its_health_check_is_rolled_back(env):
+    tmp_path, src, runner = env
+    tarball, _manifest, _res = export_keyed(tmp_path, src, runner)
+    before = (tmp_path / "install" / tb.STATE_FILE).read_text()
+    runner.require_ok = False
+    ok, res = mod.run(install_params(tmp_path, tarball, force=True), False, runner)
+    assert not ok and res["failed_step"] == "verify requires"
+    assert (tmp_path / "install" / tb.STATE_FILE).read_text() == before
+    assert not list(tmp_path.glob("install.rnn_bootstrap-*"))
+
+
+def test_check_mode_install_before_the_download(env):
+    tmp_path, _src, runner = env
+    ok, res = mod.run(install_params(tmp_path, tmp_path / "not-yet.tar.gz"), True, runner)
+    assert ok and res["changed"] and res["built"] and "would install" in res["reason"], res
+    assert not (tmp_path / "install").exists()
+
+
+def test_build_reports_progress_for_a_play_that_follows_it(env):
+    tmp_path, src, runner = env
+    ok, _res = mod.run(params(tmp_path, src), False, runner)
+    progress = json.loads((tmp_path / "log" / "torch-build.log.progress.json").read_text())
+    assert ok and progress["step"] == progress["steps"] == len(runner.steps())
+    assert progress["name"] == "verify" and progress["finished"] is False
