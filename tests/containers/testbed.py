@@ -3,7 +3,9 @@
     testbed.py images [NAME ...]                  prepare images, print what is ready
     testbed.py molecule SCENARIO [NAME ...]       prepare, then `molecule test` on the ready ones
 
-NAME defaults to every platform in platforms.yml (or $CHARRNN_PLATFORMS, comma separated).
+NAME defaults to every platform in platforms.yml (or $CHARRNN_PLATFORMS, comma separated);
+NAME:N runs N hosts of that platform (a fleet). Each Molecule run gets an empty Torch7 artifact
+store of its own, $CHARRNN_ARTIFACT_STORE (.cache/molecule/artifacts-SCENARIO).
 
 GitHub is out of reach of tests, so the upstream the roles clone is given to Molecule as a Git
 URL rewrite and pinned commits (environment variables that the scenarios read):
@@ -79,15 +81,20 @@ def image_recipe(image: str) -> str | None:
 
 
 def load_platforms(names: list[str]) -> list[Platform]:
+    """Platforms by name; ``NAME:N`` asks for N hosts of that platform (a fleet)."""
     data = yaml.safe_load((HERE / "platforms.yml").read_text())
     platforms = [Platform(**entry) for entry in data["platforms"]]
     if not names:
         return platforms
     known = {p.name: p for p in platforms}
-    unknown = [n for n in names if n not in known]
+    counts = {name.partition(":")[0]: int(name.partition(":")[2] or 1) for name in names}
+    unknown = [n for n in counts if n not in known]
     if unknown:
         sys.exit(f"unknown platform(s) {', '.join(unknown)}; known: {', '.join(known)}")
-    return [known[n] for n in names]
+    chosen = [known[n] for n in counts]
+    for platform in chosen:
+        platform.extra["hosts"] = counts[platform.name]
+    return chosen
 
 
 def debootstrap_base(platform: Platform) -> str:
@@ -182,15 +189,16 @@ def platforms_override(scenario: str, platforms: list[Platform], path: Path) -> 
     """
     entries = [
         {
-            "name": f"charrnn-{scenario}-{p.name}",
+            "name": f"charrnn-{scenario}-{p.name}" + (f"-{i}" if p.extra.get("hosts", 1) > 1 else ""),
             "image": p.image,
             "pre_build_image": True,
             "systemd": "always",
             "command": "/sbin/init",
             "network": "host",
-            "groups": [p.family],
+            "groups": [p.family, p.name.replace("-", "_").replace(".", "_")],
         }
         for p in platforms
+        for i in range(1, p.extra.get("hosts", 1) + 1)
     ]
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(yaml.safe_dump({"platforms": entries}, sort_keys=False))
@@ -208,12 +216,18 @@ def run_molecule(scenario: str, platforms: list[Platform]) -> bool:
         return False
     override = REPO / ".cache" / "molecule" / f"platforms-{scenario}.yml"
     platforms_override(scenario, ready, override)
+    # A Torch7 artifact store of this scenario's own (on this controller), emptied whenever the
+    # hosts start fresh: Molecule's check action creates, converges, checks and destroys them.
+    store = REPO / ".cache" / "molecule" / f"artifacts-{scenario}"
+    os.environ["CHARRNN_ARTIFACT_STORE"] = str(store)
     base = ["molecule", "-c", str(REPO / ".config" / "molecule" / "config.yml"), "-c", str(override)]
     print(f"molecule {scenario} on {', '.join(p.name for p in ready)}", flush=True)
     timings: list[tuple[str, float, bool]] = []
     ok = True
     try:
         for action in SEQUENCE:
+            if action in ("check", "converge"):
+                shutil.rmtree(store, ignore_errors=True)
             started = time.monotonic()
             ok = subprocess.run([*base, action, "-s", scenario], cwd=REPO, check=False).returncode == 0
             timings.append((action, time.monotonic() - started, ok))

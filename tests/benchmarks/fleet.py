@@ -1,0 +1,239 @@
+"""What a fleet costs: one Torch7 build per platform, measured. Prints figures; NOT a timed test.
+
+Needs the REAL upstream through a loopback mirror (../shared/upstream/README.md) and the test
+bed's Debian 12 image (`python tests/containers/testbed.py images debian-12`):
+
+    CHARRNN_REAL_UPSTREAM=git://127.0.0.1:9418/github.com/ python tests/benchmarks/fleet.py
+
+Every row starts from fresh containers of the same image (systemd as PID 1, --network=host), on
+this machine, one after the other in one run, so that the ratios compare like with like:
+
+  (a) the raw upstream path on one host: apt dependencies, recursive clone, torch/distro's own
+      install.sh (non-interactive), then the rocks char-rnn needs and char-rnn itself
+  (b) site.yml cold on one host (an empty artifact store)
+  (c) site.yml cold on four hosts, the store empty: one builds, three install its artifact
+  (d) site.yml on four fresh hosts, the store holding the artifact from (c)
+  (e) a re-run of (d): nothing to change
+  (f) site.yml on one fresh host with the store holding the artifact: that host's own work
+  (g) on the host of (b): playbooks/train.yml with char-rnn's default model and eval_val_every
+      1000, until the first checkpoint is written
+
+The targets (README): (b) <= 0.8 (a); (c) <= 1.5 (b); (d) <= 0.5 (b); (e) <= 20 s with 0
+changed; (f) under 60 s.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+IMAGE = "localhost/charrnn-test/debian-12:latest"
+PREFIX = "bench-fleet"
+DISTRO_COMMIT_VAR = "torch7_version"
+# What upstream's install-deps installs that a CPU build on Debian 12 needs (install-deps itself
+# asks for Qt 4 and other packages Debian 12 no longer has).
+RAW_APT = (
+    "build-essential cmake git curl unzip libreadline-dev libncurses-dev libjpeg-dev libpng-dev libopenblas-dev"
+    " ca-certificates"
+)
+RECAP = re.compile(r"^(\S+)\s+: ok=(\d+)\s+changed=(\d+)\s+unreachable=(\d+)\s+failed=(\d+)", re.M)
+
+
+def sh(*argv: str, check: bool = True, **kw) -> subprocess.CompletedProcess:
+    return subprocess.run(list(argv), check=check, text=True, capture_output=True, **kw)
+
+
+def role_default(role: str, name: str) -> str:
+    import yaml
+
+    return str(yaml.safe_load((REPO / "roles" / role / "defaults" / "main.yml").read_text())[name])
+
+
+class Containers:
+    """Fresh containers of the test image; removed at the end of each row."""
+
+    def __init__(self) -> None:
+        self.names: list[str] = []
+
+    def start(self, count: int, tag: str) -> list[str]:
+        names = [f"{PREFIX}-{tag}-{i}" for i in range(1, count + 1)]
+        for name in names:
+            sh("podman", "rm", "-f", name, check=False)
+            sh("podman", "run", "-d", "--name", name, "--network=host", "--systemd=always", IMAGE, "/sbin/init")
+        self.names += names
+        for name in names:  # systemd up before anything runs
+            for _attempt in range(60):
+                state = sh("podman", "exec", name, "systemctl", "is-system-running", check=False).stdout.strip()
+                if state in ("running", "degraded"):
+                    break
+                time.sleep(0.5)
+        return names
+
+    def remove_all(self) -> None:
+        for name in self.names:
+            sh("podman", "rm", "-f", name, check=False)
+        self.names = []
+
+
+def inventory(path: Path, hosts: list[str], upstream: str, store: Path, extra: dict | None = None) -> Path:
+    variables = {
+        "ansible_connection": "containers.podman.podman",
+        "git_mirrors_url_rewrites": [{"url": upstream, "insteadof": "https://github.com/"}],
+        "torch7_artifact_store": str(store),
+        "torch7_artifact_staging": str(store.parent / "staging"),
+        **(extra or {}),
+    }
+    path.write_text(json.dumps({"all": {"hosts": {h: {} for h in hosts}, "vars": variables}}))
+    return path
+
+
+def playbook(inv: Path, play: str, *extra: str) -> tuple[float, dict[str, int], str]:
+    """Run a playbook; returns (seconds, changed per host, output). Fails loudly on failure."""
+    started = time.monotonic()
+    proc = subprocess.run(
+        [shutil.which("ansible-playbook") or "ansible-playbook", "-i", str(inv), play, *extra],
+        cwd=REPO, text=True, capture_output=True, check=False,
+        env={**os.environ, "ANSIBLE_CONFIG": str(REPO / "ansible.cfg"), "ANSIBLE_NOCOLOR": "1"},
+    )  # fmt: skip
+    seconds = time.monotonic() - started
+    recap = {m[0]: int(m[2]) for m in RECAP.findall(proc.stdout)}
+    failed = [m[0] for m in RECAP.findall(proc.stdout) if int(m[4]) or int(m[3])]
+    if proc.returncode != 0 or failed:
+        sys.exit(f"{play} failed on {failed or 'the run'}:\n{proc.stdout[-5000:]}\n{proc.stderr[-2000:]}")
+    return seconds, recap, proc.stdout
+
+
+def raw_upstream(name: str, upstream: str) -> dict[str, float]:
+    """(a): what a user does by hand, step by step, in one container."""
+    distro = role_default("torch7", DISTRO_COMMIT_VAR)
+    char_rnn = role_default("char_rnn", "char_rnn_version")
+    rewrite = f"git config --global url.{upstream}.insteadOf https://github.com/"
+    steps = {
+        "apt dependencies": f"apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q {RAW_APT}",
+        "recursive clone": f"{rewrite} && git clone -q --recursive https://github.com/torch/distro.git ~/torch"
+        f" && cd ~/torch && git checkout -q {distro} && git submodule update -q --init --recursive",
+        "install.sh": "cd ~/torch && ./install.sh -s </dev/null",
+        "rocks and char-rnn": "~/torch/install/bin/luarocks list nngraph | grep -q nngraph"
+        " && ~/torch/install/bin/luarocks list optim | grep -q optim"
+        " && git clone -q https://github.com/karpathy/char-rnn.git ~/char-rnn"
+        f" && git -C ~/char-rnn checkout -q {char_rnn}"
+        " && ~/torch/install/bin/th -e \"require 'nngraph'; require 'optim'; print('OK')\" | grep -q OK",
+    }
+    times = {}
+    for step, command in steps.items():
+        started = time.monotonic()
+        proc = sh("podman", "exec", name, "bash", "-lc", command, check=False)
+        times[step] = time.monotonic() - started
+        if proc.returncode != 0:
+            sys.exit(f"(a) {step} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
+    return times
+
+
+def first_checkpoint(inv: Path, host: str) -> float:
+    """(g): train.yml with the default model until the first checkpoint (eval_val_every 1000)."""
+    started = time.monotonic()
+    playbook(inv, "playbooks/train.yml", "-e", "char_rnn_train_run=bench", "-e", "char_rnn_train_eval_val_every=1000")
+    while time.monotonic() - started < 3600:
+        found = sh("podman", "exec", host, "bash", "-c", "ls /opt/rnn-karpathy/cv/bench/*.t7 2>/dev/null", check=False)
+        if found.stdout.strip():
+            return time.monotonic() - started
+        time.sleep(5)
+    sys.exit("no checkpoint within an hour")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--upstream", default=os.environ.get("CHARRNN_REAL_UPSTREAM", ""))
+    parser.add_argument("--skip-raw", action="store_true", help="leave out (a)")
+    parser.add_argument("--skip-train", action="store_true", help="leave out (g)")
+    parser.add_argument("--json", help="also write the figures to this file")
+    opts = parser.parse_args()
+    if not opts.upstream:
+        sys.exit("needs the real upstream: CHARRNN_REAL_UPSTREAM=git://127.0.0.1:9418/github.com/")
+    work = Path(tempfile.mkdtemp(prefix="bench-fleet-", dir="/var/tmp"))
+    containers = Containers()
+    figures: dict[str, object] = {}
+    try:
+        if not opts.skip_raw:
+            (host,) = containers.start(1, "a")
+            raw = raw_upstream(host, opts.upstream)
+            figures["a"] = sum(raw.values())
+            figures["a_steps"] = raw
+            containers.remove_all()
+            steps = json.dumps({k: round(v) for k, v in raw.items()})
+            print(f"(a) raw upstream path, 1 host: {figures['a']:.0f} s  {steps}", flush=True)
+
+        hosts_b = containers.start(1, "b")
+        inv_b = inventory(work / "b.json", hosts_b, opts.upstream, work / "store-b")
+        figures["b"] = playbook(inv_b, "site.yml")[0]
+        print(f"(b) site.yml cold, 1 host: {figures['b']:.0f} s", flush=True)
+        if not opts.skip_train:
+            figures["g"] = first_checkpoint(inv_b, hosts_b[0])
+            print(f"(g) train.yml to the first checkpoint (eval_val_every 1000): {figures['g']:.0f} s", flush=True)
+        containers.remove_all()
+
+        hosts_c = containers.start(4, "c")
+        store = work / "store-cd"
+        figures["c"] = playbook(inventory(work / "c.json", hosts_c, opts.upstream, store), "site.yml")[0]
+        print(f"(c) site.yml cold, 4 hosts, store empty: {figures['c']:.0f} s", flush=True)
+        containers.remove_all()
+
+        hosts_d = containers.start(4, "d")
+        inv_d = inventory(work / "d.json", hosts_d, opts.upstream, store)
+        figures["d"] = playbook(inv_d, "site.yml")[0]
+        print(f"(d) site.yml, 4 fresh hosts, store holding the artifact: {figures['d']:.0f} s", flush=True)
+        figures["e"], changed = playbook(inv_d, "site.yml")[:2]
+        figures["e_changed"] = sum(changed.values())
+        print(f"(e) re-run of (d): {figures['e']:.0f} s, changed={figures['e_changed']}", flush=True)
+        containers.remove_all()
+
+        hosts_f = containers.start(1, "f")
+        figures["f"] = playbook(inventory(work / "f.json", hosts_f, opts.upstream, store), "site.yml")[0]
+        print(f"(f) site.yml, 1 fresh host, store holding the artifact: {figures['f']:.0f} s", flush=True)
+    finally:
+        containers.remove_all()
+    report(figures)
+    if opts.json:
+        Path(opts.json).write_text(json.dumps(figures, indent=2))
+    shutil.rmtree(work, ignore_errors=True)
+    return 0
+
+
+def report(f: dict) -> None:
+    b = f["b"]
+    rows = [
+        ("(a) raw upstream path, 1 host", f.get("a"), None),
+        ("(b) site.yml cold, 1 host", b, None),
+        ("(c) site.yml cold, 4 hosts, store empty", f["c"], None),
+        ("(d) site.yml, 4 fresh hosts, artifact in store", f["d"], None),
+        ("(e) re-run of (d)", f["e"], f"changed={f['e_changed']}"),
+        ("(f) 1 fresh host installs the artifact", f["f"], None),
+        ("(g) train.yml to first checkpoint", f.get("g"), "default model, eval_val_every 1000"),
+    ]
+    print(f"\nfleet benchmark (this machine: {os.cpu_count()} CPUs)")
+    for label, seconds, note in rows:
+        shown = f"{seconds:7.0f} s" if seconds is not None else "    n/a"
+        print(f"  {label:<48} {shown}" + (f"  {note}" if note else ""))
+    print("ratios and targets")
+    checks = []
+    if f.get("a"):
+        checks.append(("(b)/(a)", b / f["a"], 0.8))
+    checks += [("(c)/(b)", f["c"] / b, 1.5), ("(d)/(b)", f["d"] / b, 0.5)]
+    for label, ratio, target in checks:
+        print(f"  {label:<10} {ratio:5.2f}  target <= {target}  {'met' if ratio <= target else 'MISSED'}")
+    rerun_ok = f["e"] <= 20 and not f["e_changed"]
+    print(f"  (e)        {f['e']:5.0f} s target <= 20 s, 0 changed  {'met' if rerun_ok else 'MISSED'}")
+    print(f"  (f)        {f['f']:5.0f} s target < 60 s  {'met' if f['f'] < 60 else 'MISSED'}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
