@@ -27,6 +27,7 @@ KEY_FIELDS = (
     "glibc",
     "arch",
     "commit",
+    "prefix",
     "lua_flavour",
     "packages",
     "cuda",
@@ -90,13 +91,14 @@ def blas_identity(runner, soname):
     return f"{soname}:{threading}"
 
 
-def make_key(distribution, release, glibc, arch, commit, lua_flavour, packages, cuda, cuda_version, blas):
+def make_key(distribution, release, glibc, arch, commit, prefix, lua_flavour, packages, cuda, cuda_version, blas):
     return {
         "distribution": distribution,
         "release": str(release),
         "glibc": glibc,
         "arch": arch,
         "commit": commit,
+        "prefix": prefix,  # Torch7 prefixes are not relocatable
         "lua_flavour": lua_flavour,
         "packages": list(packages),
         "cuda": bool(cuda),

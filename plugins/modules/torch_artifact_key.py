@@ -11,7 +11,8 @@ version_added: "0.2.0"
 description:
   - Computes the key of the Torch7 prefix that M(rnn_bootstrap.char_rnn.torch_install) would build on this
     host, from everything that makes two prefixes incompatible - the distribution and its major release, the
-    glibc version, the CPU architecture, the torch/distro commit, the Lua flavour, the packages built, CUDA
+    glibc version, the CPU architecture, the torch/distro commit, the install prefix (Torch7 prefixes are not
+    relocatable), the Lua flavour, the packages built, CUDA
     (and the C(nvcc) version), and the BLAS that O(blas_soname) resolves to with its threading model.
   - Hosts with equal keys can share one artifact; the artifact's name is derived from the key, so they look up
     the same file in a store.
@@ -48,7 +49,7 @@ options:
     default: libopenblas.so.0
   prefix:
     description:
-      - The install prefix; its build record tells which key (if any) is installed now.
+      - The install prefix, part of the key; its build record tells which key (if any) is installed now.
     type: path
     default: /opt/torch/install
 extends_documentation_fragment:
@@ -87,6 +88,7 @@ key:
     glibc: "2.36"
     arch: x86_64
     commit: 0219027e6c4644a0ba5c5bf137c989a0a8c9e01b
+    prefix: /opt/torch/install
     lua_flavour: LUAJIT21
     packages: [luafilesystem, penlight, lua-cjson, luaffi, cwrap, paths, torch, trepl, sys, xlua, moses, nn, graph,
       nngraph, optim]
@@ -160,6 +162,7 @@ def compute(params, runner):
         ta.glibc_version(),
         ta.machine(),
         params["commit"],
+        params["prefix"],
         params["lua_flavour"],
         packages,
         params["cuda"],

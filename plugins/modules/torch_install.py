@@ -677,6 +677,7 @@ def check_key_matches_build(key, state):
     """The key a build is exported under must describe that build, or hosts would trust a lie."""
     found = {
         "commit": state.get("commit"),
+        "prefix": state.get("prefix"),
         "lua_flavour": state.get("lua_flavour"),
         "packages": state.get("packages"),
         "cuda": bool(state.get("cuda")),

@@ -43,7 +43,17 @@ def free_port() -> int:
 def artifact(tmp_path: Path) -> dict:
     """A key, and its tarball and manifest in the builder's host directory."""
     key = ta.make_key(
-        "debian", "12", "2.36", "x86_64", SHA, "LUAJIT21", ["torch"], False, None, "libopenblas.so.0:openmp"
+        "debian",
+        "12",
+        "2.36",
+        "x86_64",
+        SHA,
+        "/opt/torch/install",
+        "LUAJIT21",
+        ["torch"],
+        False,
+        None,
+        "libopenblas.so.0:openmp",
     )
     name = ta.artifact_name(key)
     content = tmp_path / "prefix"

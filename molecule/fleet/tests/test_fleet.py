@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import subprocess
 from collections import defaultdict
 from pathlib import Path
@@ -96,7 +97,7 @@ def test_th_requires_what_char_rnn_needs(host):
     out = host.check_output(
         "th -e \"require 'torch'; require 'nn'; require 'nngraph'; require 'optim'; require 'lfs'; print('ok')\""
     )
-    assert out.splitlines()[-1] == "ok", out
+    assert out.strip().endswith("ok"), out
 
 
 def test_the_training_user_can_train(host):
@@ -142,3 +143,28 @@ def test_wrong_artifacts_are_refused_and_the_host_keeps_working(records, manifes
     host = testinfra.get_host(f"ansible://{target}?ansible_inventory={INVENTORY}")
     assert record_of(host) == before
     test_th_requires_what_char_rnn_needs(host)
+
+
+def test_a_failed_build_fails_its_key_and_leaves_the_other_key_alone(tmp_path):
+    proc = subprocess.run(
+        ["ansible-playbook", "-i", INVENTORY, str(SCENARIO / "failed_build.yml"),
+         "-e", f"torch7_artifact_store={tmp_path / 'store'} torch7_artifact_staging={tmp_path / 'staging'}"],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    recap = {
+        m[0]: int(m[1])
+        for m in re.findall(r"^(\S+)\s+: ok=\d+\s+changed=\d+\s+unreachable=\d+\s+failed=(\d+)", proc.stdout, re.M)
+    }
+    print(f"\nfailed-build run: {recap}")
+    for line in proc.stdout.splitlines():
+        if "whose build failed" in line or "Torch7 build on" in line:
+            print("  " + line.strip()[:300])
+    debian12 = [h for h in HOSTS if "debian-12" in h]
+    assert all(recap[h] == 1 for h in debian12), (recap, proc.stdout[-3000:])
+    assert recap[next(h for h in HOSTS if "debian-13" in h)] == 0, proc.stdout[-3000:]
+    builder = sorted(debian12)[0]
+    assert f"Torch7 build on {builder} failed" in proc.stdout
+    assert proc.stdout.count(f"was to be built by {builder}, whose build failed") >= len(debian12) - 1
+    subprocess.run(["ansible", "-i", INVENTORY, "all", "-b", "-m", "ansible.builtin.shell",
+                    "-a", "rm -rf /opt/torch-failtest /var/cache/rnn_bootstrap/torch7-failtest"],
+                   capture_output=True, check=False)  # fmt: skip

@@ -43,7 +43,17 @@ class FakeRunner(tb.Runner):
 
 def key(**over):
     base = ta.make_key(
-        "debian", "12", "2.36", "x86_64", SHA, "LUAJIT21", ["torch"], False, None, "libopenblas.so.0:openmp"
+        "debian",
+        "12",
+        "2.36",
+        "x86_64",
+        SHA,
+        "/opt/torch/install",
+        "LUAJIT21",
+        ["torch"],
+        False,
+        None,
+        "libopenblas.so.0:openmp",
     )
     base.update(over)
     return base
@@ -80,7 +90,12 @@ def test_name_reads_as_what_it_is_and_ids_every_field():
     name = ta.artifact_name(key())
     assert name.startswith("torch7-debian12-x86_64-luajit21-0219027e6c46-cpu-")
     assert name.endswith(ta.key_id(key()))
-    for field, other in [("glibc", "2.41"), ("packages", ["torch", "image"]), ("blas", "libopenblas.so.0:no-openmp")]:
+    for field, other in [
+        ("glibc", "2.41"),
+        ("prefix", "/opt/torch7/install"),
+        ("packages", ["torch", "image"]),
+        ("blas", "libopenblas.so.0:no-openmp"),
+    ]:
         assert ta.key_id(key(**{field: other})) != ta.key_id(key()), field
     assert "-cuda12.4-" in ta.artifact_name(key(cuda=True, cuda_version="12.4"))
 

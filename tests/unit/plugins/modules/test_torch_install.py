@@ -672,8 +672,12 @@ KEY = {
 }
 
 
+def host_key(tmp_path, **over):
+    return dict(KEY, prefix=str(tmp_path / "install"), **over)
+
+
 def export_keyed(tmp_path, src, runner, key=None):
-    key = key or KEY
+    key = key or host_key(tmp_path)
     tarball = tmp_path / "cache" / "torch7.tar.gz"
     ok, res = mod.run(params(tmp_path, src, export_artifact=str(tarball), artifact_key=key), False, runner)
     assert ok, res
@@ -688,29 +692,35 @@ def new_host(tmp_path):
 
 
 def install_params(tmp_path, tarball, key=None, **over):
-    return params(tmp_path, tmp_path / "nowhere", artifact=str(tarball), artifact_key=key or KEY, **over)
+    return params(tmp_path, tmp_path / "nowhere", artifact=str(tarball), artifact_key=key or host_key(tmp_path), **over)
 
 
 def test_keyed_export_writes_manifest_with_key_and_checksum(env):
     tmp_path, src, runner = env
     tarball, manifest_path, res = export_keyed(tmp_path, src, runner)
     manifest = json.loads(manifest_path.read_text())
-    assert manifest["key"] == KEY and manifest["key_id"] == ta.key_id(KEY)
-    assert manifest["name"] == ta.artifact_name(KEY) == res["artifact"]["name"]
+    key = host_key(tmp_path)
+    assert manifest["key"] == key and manifest["key_id"] == ta.key_id(key)
+    assert manifest["name"] == ta.artifact_name(key) == res["artifact"]["name"]
     assert manifest["sha256"] == ta.sha256_file(tarball) == res["artifact"]["sha256"]
     assert manifest["packages"] == CHAR_RNN_SET and manifest["built_on"]
     with tarfile.open(tarball) as tar:
         record = json.load(tar.extractfile("./" + tb.STATE_FILE))
-    assert record["artifact_key_id"] == ta.key_id(KEY) and record["source"] == "build"
+    assert record["artifact_key_id"] == ta.key_id(key) and record["source"] == "build"
     # a second run neither rebuilds nor re-exports
-    ok, res = mod.run(params(tmp_path, src, export_artifact=str(tarball), artifact_key=KEY), False, runner)
+    ok, res = mod.run(params(tmp_path, src, export_artifact=str(tarball), artifact_key=key), False, runner)
     assert ok and not res["changed"], res
 
 
 def test_keyed_export_refuses_a_key_that_does_not_describe_the_build(env):
     tmp_path, src, runner = env
     ok, res = mod.run(
-        params(tmp_path, src, export_artifact=str(tmp_path / "t.tar.gz"), artifact_key=dict(KEY, lua_flavour="LUA51")),
+        params(
+            tmp_path,
+            src,
+            export_artifact=str(tmp_path / "t.tar.gz"),
+            artifact_key=host_key(tmp_path, lua_flavour="LUA51"),
+        ),
         False,
         runner,
     )
@@ -727,7 +737,7 @@ def test_keyed_install_then_up_to_date_without_reading_the_tarball(env):
     assert ok and res["built"] and res["changed"], res
     assert runner.steps() == []
     record = json.loads((tmp_path / "install" / tb.STATE_FILE).read_text())
-    assert record["source"] == "artifact" and record["artifact_key_id"] == ta.key_id(KEY)
+    assert record["source"] == "artifact" and record["artifact_key_id"] == ta.key_id(host_key(tmp_path))
     tarball.unlink()  # a healthy install of the right key needs no tarball
     ok, res = mod.run(install_params(tmp_path, tarball), False, runner)
     assert ok and not res["changed"] and "up to date" in res["reason"], res
@@ -737,7 +747,7 @@ def test_artifact_of_another_key_is_refused_showing_both_keys(env):
     tmp_path, src, runner = env
     tarball, _manifest, _res = export_keyed(tmp_path, src, runner)
     new_host(tmp_path)
-    trixie = dict(KEY, release="13", glibc="2.41")
+    trixie = host_key(tmp_path, release="13", glibc="2.41")
     ok, res = mod.run(install_params(tmp_path, tarball, key=trixie), False, runner)
     assert not ok and res["failed_step"] == "check artifact key"
     assert "release, glibc differ" in res["msg"]
