@@ -269,6 +269,25 @@ WATCH_WINDOW = 100  # batches whose median time/batch the speed watch compares w
 THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "OMP_WAIT_POLICY", "GOMP_SPINCOUNT")
 
 
+def openmp_openblas_dir(build: str, resolved: str) -> str:
+    """Debian's OpenMP OpenBLAS directory beside the pthread OpenBLAS that libTH loads, or ''.
+
+    With it first in LD_LIBRARY_PATH, Torch's loops and the BLAS share one pool of OpenMP threads.
+    """
+    if build != "pthread" or not resolved:
+        return ""
+    directory = os.path.join(os.path.dirname(os.path.dirname(resolved)), "openblas-openmp")
+    return directory if os.path.exists(os.path.join(directory, "libopenblas.so.0")) else ""
+
+
+def with_threads(base: dict[str, str], threads: dict[str, str]) -> dict[str, str]:
+    """``base`` with the thread settings; an LD_LIBRARY_PATH of theirs goes before the one of ``base``."""
+    env = {**base, **threads}
+    if threads.get("LD_LIBRARY_PATH") and base.get("LD_LIBRARY_PATH"):
+        env["LD_LIBRARY_PATH"] = threads["LD_LIBRARY_PATH"] + os.pathsep + base["LD_LIBRARY_PATH"]
+    return env
+
+
 def known_good_threads(build: str, cpus: int) -> dict[str, str]:
     """Thread settings measured fast on every OpenBLAS build (tests/benchmarks/threads.py, README).
 
@@ -301,11 +320,12 @@ def probe_candidates(th: str, cpus: int) -> list[dict[str, str]]:
     OpenMP's default ACTIVE policy (and libgomp's default spin of about 3 ms before sleeping) is
     left out: a short probe on a quiet moment can find it fastest, and it is several times slower
     as soon as the host gets busy. A short bounded spin (GOMP_SPINCOUNT, in libgomp's spins of
-    about 10 ns) with a single-threaded BLAS keeps most of the idle speed of spinning; if it
-    still loses under load, the speed watch of the run probes again (tests/benchmarks/threads.py,
-    README).
+    a few ns) with a single-threaded BLAS keeps most of the idle speed of spinning. When the th
+    links Debian's pthread OpenBLAS and the OpenMP build is installed beside it, that build with
+    passive waiting is a candidate too (through LD_LIBRARY_PATH). If the choice loses when other
+    work comes, the speed watch of the run probes again (tests/benchmarks/threads.py, README).
     """
-    build, _resolved = blas_build(th)
+    build, resolved = blas_build(th)
     n = str(max(1, cpus))
     candidates = [
         known_good_threads(build, cpus),
@@ -313,6 +333,9 @@ def probe_candidates(th: str, cpus: int) -> list[dict[str, str]]:
         {"OMP_NUM_THREADS": n, "OPENBLAS_NUM_THREADS": "1", "OMP_WAIT_POLICY": "PASSIVE"},
         {"OMP_NUM_THREADS": n, "OPENBLAS_NUM_THREADS": "1", "GOMP_SPINCOUNT": BOUNDED_SPIN},
     ]
+    openmp_dir = openmp_openblas_dir(build, resolved)
+    if openmp_dir:  # one thread pool for Torch and the BLAS, passive: near the best idle and loaded
+        candidates.append({"LD_LIBRARY_PATH": openmp_dir, "OMP_NUM_THREADS": n, "OMP_WAIT_POLICY": "PASSIVE"})
     unique: list[dict[str, str]] = []
     for env in candidates:
         if env not in unique:
@@ -351,7 +374,7 @@ def probe_threads(config: dict[str, Any], ntrain: int, cpus: int, tee: Tee, batc
         argv = [config["th"], "train.lua", *probe_args(options, ntrain, batches, directory)]
         try:
             out = subprocess.run(
-                argv, cwd=config["char_rnn_dir"], env={**base, **env}, capture_output=True, text=True,
+                argv, cwd=config["char_rnn_dir"], env=with_threads(base, env), capture_output=True, text=True,
                 timeout=60 + 30 * batches, check=False,
             ).stdout  # fmt: skip
             spb = char_rnn_log.parse_text(out, median_of=max(1, batches - 3))["seconds_per_batch"]
@@ -586,7 +609,7 @@ def start(argv: list[str]) -> int | str:
         (threads, why), probed_at = thread_environment(setting, config["th"], usable_cpus()), 0.0
     state["threads"] = {"setting": setting if isinstance(setting, str) else "configured", "th": config["th"],
                         "env": threads, "why": why, "seconds_per_batch": reference, "probed_at": probed_at}  # fmt: skip
-    env.update(threads)
+    env = with_threads(env, threads)
     env.update({k: str(v) for k, v in (config.get("environment") or {}).items()})
     decision["threads"] = threads
     add_segment(state, decision, now, tee.offset())

@@ -262,6 +262,26 @@ def test_probe_runs_once_per_run(tmp_path: Path, upstream: Path):
     assert "threads (probed earlier in this run)" in log
 
 
+def test_openmp_openblas_beside_the_pthread_one_is_a_candidate(tmp_path: Path, monkeypatch):
+    pthread = tmp_path / "openblas-pthread" / "libopenblasp-r0.3.21.so"
+    openmp = tmp_path / "openblas-openmp"
+    pthread.parent.mkdir()
+    monkeypatch.setattr(launcher, "blas_build", lambda th: ("pthread", str(pthread)))
+    assert not any("LD_LIBRARY_PATH" in c for c in launcher.probe_candidates("th", 2))  # not installed
+    openmp.mkdir()
+    (openmp / "libopenblas.so.0").write_bytes(b"")
+    assert launcher.openmp_openblas_dir("pthread", str(pthread)) == str(openmp)
+    assert launcher.openmp_openblas_dir("openmp", str(openmp / "libopenblas.so.0")) == ""
+    candidates = launcher.probe_candidates("th", 2)
+    assert {"LD_LIBRARY_PATH": str(openmp), "OMP_NUM_THREADS": "2", "OMP_WAIT_POLICY": "PASSIVE"} in candidates
+    # a th that already loads the OpenMP build: its known-good setting is that one, no LD_LIBRARY_PATH
+    monkeypatch.setattr(launcher, "blas_build", lambda th: ("openmp", str(openmp / "libopenblas.so.0")))
+    assert not any("LD_LIBRARY_PATH" in c for c in launcher.probe_candidates("th", 2))
+    env = launcher.with_threads({"LD_LIBRARY_PATH": "/opt/lib", "A": "1"}, {"LD_LIBRARY_PATH": str(openmp)})
+    assert env == {"LD_LIBRARY_PATH": f"{openmp}:/opt/lib", "A": "1"}
+    assert launcher.with_threads({"A": "1"}, {"OMP_NUM_THREADS": "1"}) == {"A": "1", "OMP_NUM_THREADS": "1"}
+
+
 def _progress(spb: float, i: int = 1) -> str:
     return f"{i}/500 (epoch 0.010), train_loss = 4.17, grad/param norm = 1.2e-01, time/batch = {spb:.4f}s"
 
