@@ -16,9 +16,11 @@ The systemd unit char-rnn-train-RUN.service runs this as the training user. It:
 * gives train.lua the remaining epochs (``-max_epochs``), the learning rate decayed as the
   uninterrupted run would have decayed it, and a ``-learning_rate_decay_after`` shifted by the
   epochs already done;
-* chooses the thread settings: ``probe`` times the settings that do not busy-wait on this run's
-  model at its first start and keeps the fastest; ``auto`` takes passive OpenMP waiting; a dict
-  fixes them;
+* chooses the thread settings: ``probe`` times a few settings on this run's model at its first
+  start and keeps the fastest, then watches the run's own time/batch: when it drifts far from
+  the probe's figure (other work took the CPUs, or left), it stops train.lua (at the next
+  checkpoint unless the run got twice as slow), probes again and resumes; ``auto`` takes passive
+  OpenMP waiting; a dict fixes them;
 * runs ``th train.lua`` with its output line-buffered and copies every line both to standard
   output (the journal) and to the run's log file;
 * exits 0 without training when the run has already reached max_epochs.
@@ -259,6 +261,33 @@ def blas_build(th: str, ldd: str = "ldd", env: dict[str, str] | None = None) -> 
     return "unknown", resolved
 
 
+# GOMP_SPINCOUNT of the bounded-spin candidate: libgomp spins this many times (a few ns each)
+# before it sleeps, against 300000 (about 3 ms) by default and 0 with OMP_WAIT_POLICY=PASSIVE.
+BOUNDED_SPIN = "300"
+REPROBE_EVERY = 600.0  # seconds: the speed watch asks for a new probe at most this often
+WATCH_WINDOW = 100  # batches whose median time/batch the speed watch compares with the probe's
+THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "OMP_WAIT_POLICY", "GOMP_SPINCOUNT")
+
+
+def openmp_openblas_dir(build: str, resolved: str) -> str:
+    """Debian's OpenMP OpenBLAS directory beside the pthread OpenBLAS that libTH loads, or ''.
+
+    With it first in LD_LIBRARY_PATH, Torch's loops and the BLAS share one pool of OpenMP threads.
+    """
+    if build != "pthread" or not resolved:
+        return ""
+    directory = os.path.join(os.path.dirname(os.path.dirname(resolved)), "openblas-openmp")
+    return directory if os.path.exists(os.path.join(directory, "libopenblas.so.0")) else ""
+
+
+def with_threads(base: dict[str, str], threads: dict[str, str]) -> dict[str, str]:
+    """``base`` with the thread settings; an LD_LIBRARY_PATH of theirs goes before the one of ``base``."""
+    env = {**base, **threads}
+    if threads.get("LD_LIBRARY_PATH") and base.get("LD_LIBRARY_PATH"):
+        env["LD_LIBRARY_PATH"] = threads["LD_LIBRARY_PATH"] + os.pathsep + base["LD_LIBRARY_PATH"]
+    return env
+
+
 def known_good_threads(build: str, cpus: int) -> dict[str, str]:
     """Thread settings measured fast on every OpenBLAS build (tests/benchmarks/threads.py, README).
 
@@ -286,19 +315,27 @@ def thread_environment(threads: Any, th: str, cpus: int) -> tuple[dict[str, str]
 
 
 def probe_candidates(th: str, cpus: int) -> list[dict[str, str]]:
-    """Thread settings worth timing: the known-good one and the other settings that do not busy-wait.
+    """Thread settings worth timing: the known-good one and the others that do not busy-wait for long.
 
-    Busy-waiting settings (OpenMP's default ACTIVE policy with several threads) are left out: a
-    short probe on a quiet moment can find them fastest, and they are several times slower as
-    soon as the host gets busy (tests/benchmarks/threads.py, README).
+    OpenMP's default ACTIVE policy (and libgomp's default spin of about 3 ms before sleeping) is
+    left out: a short probe on a quiet moment can find it fastest, and it is several times slower
+    as soon as the host gets busy. A short bounded spin (GOMP_SPINCOUNT, in libgomp's spins of
+    a few ns) with a single-threaded BLAS keeps most of the idle speed of spinning. When the th
+    links Debian's pthread OpenBLAS and the OpenMP build is installed beside it, that build with
+    passive waiting is a candidate too (through LD_LIBRARY_PATH). If the choice loses when other
+    work comes, the speed watch of the run probes again (tests/benchmarks/threads.py, README).
     """
-    build, _resolved = blas_build(th)
+    build, resolved = blas_build(th)
     n = str(max(1, cpus))
     candidates = [
         known_good_threads(build, cpus),
         {"OMP_NUM_THREADS": "1"},
         {"OMP_NUM_THREADS": n, "OPENBLAS_NUM_THREADS": "1", "OMP_WAIT_POLICY": "PASSIVE"},
+        {"OMP_NUM_THREADS": n, "OPENBLAS_NUM_THREADS": "1", "GOMP_SPINCOUNT": BOUNDED_SPIN},
     ]
+    openmp_dir = openmp_openblas_dir(build, resolved)
+    if openmp_dir:  # one thread pool for Torch and the BLAS, passive: near the best idle and loaded
+        candidates.append({"LD_LIBRARY_PATH": openmp_dir, "OMP_NUM_THREADS": n, "OMP_WAIT_POLICY": "PASSIVE"})
     unique: list[dict[str, str]] = []
     for env in candidates:
         if env not in unique:
@@ -326,20 +363,18 @@ def choose_fastest(timings: list[tuple[dict[str, str], float | None]]) -> tuple[
 
 
 def probe_threads(config: dict[str, Any], ntrain: int, cpus: int, tee: Tee, batches: int = 12) -> tuple:
-    """Time each candidate for a few batches of this run's model; (environment, why)."""
+    """Time each candidate for a few batches of this run's model; (environment, why, s/batch or None)."""
     options = config["options"]
     directory = os.path.join(os.path.dirname(config["state_path"]), f".probe-{config['run']}")
     os.makedirs(directory, exist_ok=True)
     timings = []
-    base = {
-        k: v for k, v in os.environ.items() if k not in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "OMP_WAIT_POLICY")
-    }
+    base = {k: v for k, v in os.environ.items() if k not in THREAD_VARS}
     base.update({k: str(v) for k, v in (config.get("environment") or {}).items()})
     for env in probe_candidates(config["th"], cpus):
         argv = [config["th"], "train.lua", *probe_args(options, ntrain, batches, directory)]
         try:
             out = subprocess.run(
-                argv, cwd=config["char_rnn_dir"], env={**base, **env}, capture_output=True, text=True,
+                argv, cwd=config["char_rnn_dir"], env=with_threads(base, env), capture_output=True, text=True,
                 timeout=60 + 30 * batches, check=False,
             ).stdout  # fmt: skip
             spb = char_rnn_log.parse_text(out, median_of=max(1, batches - 3))["seconds_per_batch"]
@@ -352,8 +387,52 @@ def probe_threads(config: dict[str, Any], ntrain: int, cpus: int, tee: Tee, batc
     best = choose_fastest(timings)
     if best is None:
         env, why = thread_environment("auto", config["th"], cpus)
-        return env, "probe gave no timing; " + why
-    return best[0], f"probe of {len(timings)} settings x {batches} batches, fastest {best[1]:.4f} s/batch"
+        return env, "probe gave no timing; " + why, None
+    return best[0], f"probe of {len(timings)} settings x {batches} batches, fastest {best[1]:.4f} s/batch", best[1]
+
+
+class SpeedWatch:
+    """Tells when train.lua's own time/batch has drifted far from the probe's figure for its setting.
+
+    ``feed`` takes train.lua's output line by line and returns a reason to probe again, or None.
+    The median of the last ``window`` batches is compared with ``reference``: ``urgent`` times
+    slower (the setting collapses under other work) asks at once; ``change`` times slower or faster
+    (other work came or went) asks once the next checkpoint is written (at the first progress line
+    after "saving checkpoint", as train.lua prints that line before it writes), so that at most one
+    iteration is lost. Nothing is asked before ``not_before`` (time.time()), so probes stay rare.
+    """
+
+    def __init__(self, reference: float, not_before: float = 0.0, window: int = 100, change: float = 1.5,
+                 urgent: float = 2.0, clock: Any = time.time) -> None:  # fmt: skip
+        self.reference, self.not_before, self.window = reference, not_before, window
+        self.change, self.urgent, self.clock = change, urgent, clock
+        self.times: list[float] = []
+        self.pending: str | None = None
+        self.saved = False
+
+    def feed(self, line: str) -> str | None:
+        if char_rnn_log.CHECKPOINT_RE.search(line):
+            self.saved = True
+            return None
+        match = char_rnn_log.PROGRESS_RE.search(line)
+        if not match or match.group("i") == match.group("total"):  # not progress, or the run's last batch
+            return None
+        if self.saved and self.pending:
+            return self.pending
+        self.saved = False
+        try:
+            self.times.append(float(match.group("time")))
+        except ValueError:
+            return None
+        del self.times[: -self.window]
+        if len(self.times) < self.window or self.clock() < self.not_before:
+            return None
+        ratio = sorted(self.times)[len(self.times) // 2] / self.reference
+        why = f"time/batch {ratio:.2f}x the probe's {self.reference:.4f} s over the last {self.window} batches"
+        if ratio >= self.urgent:
+            return why
+        self.pending = why if ratio >= self.change or ratio <= 1 / self.change else None
+        return None
 
 
 def usable_cpus() -> int:
@@ -413,10 +492,14 @@ def supersede(paths: list[str], directory: str, tee: Tee) -> None:
     tee.say(f"moved {len(paths)} checkpoint(s) of the previous model to {dest}")
 
 
-def run_trainer(argv: list[str], env: dict[str, str], cwd: str, tee: Tee) -> int | None:
-    """train.lua's exit status (128 + N when killed by signal N); None when stopped by systemctl."""
+def run_trainer(
+    argv: list[str], env: dict[str, str], cwd: str, tee: Tee, watch: SpeedWatch | None = None
+) -> int | str | None:
+    """train.lua's exit status (128 + N when killed by signal N); None when stopped by systemctl;
+    the reason when ``watch`` asked for a new probe (train.lua is then stopped)."""
     child = subprocess.Popen(argv, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     stopping: list[int] = []
+    reprobe: str | None = None
 
     def forward(signum: int, _frame: Any) -> None:
         stopping.append(signum)
@@ -428,7 +511,16 @@ def run_trainer(argv: list[str], env: dict[str, str], cwd: str, tee: Tee) -> int
     assert child.stdout is not None
     for line in iter(child.stdout.readline, b""):
         tee.write(line)
+        if watch is not None and reprobe is None and not stopping:
+            reprobe = watch.feed(line.decode("utf-8", "replace"))
+            if reprobe is not None and child.poll() is None:
+                child.terminate()
     code = child.wait()
+    for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(signum, signal.SIG_DFL)
+    if reprobe is not None and not stopping:
+        tee.say(f"{reprobe}: stopped train.lua to probe the thread settings again")
+        return reprobe
     if stopping:  # systemctl stop (or restart): a clean stop, not a crash to restart from
         tee.say(f"stopped by signal {stopping[0]}; the next start resumes from the newest checkpoint")
         return None
@@ -441,6 +533,14 @@ def run_trainer(argv: list[str], env: dict[str, str], cwd: str, tee: Tee) -> int
 
 
 def main(argv: list[str]) -> int:
+    while True:
+        code = start(argv)
+        if not isinstance(code, str):
+            return code
+        # the speed watch stopped train.lua: start again, probe again, resume from the checkpoint
+
+
+def start(argv: list[str]) -> int | str:
     if len(argv) != 2:
         print(f"usage: {argv[0]} RUN_CONFIG.json", file=sys.stderr)
         return 2
@@ -490,18 +590,26 @@ def main(argv: list[str]) -> int:
         )
         return 0
 
-    env = dict(os.environ)
+    env = {k: v for k, v in os.environ.items() if k not in THREAD_VARS}
     setting = config.get("threads", "auto")
     previous = state.get("threads") or {}
-    if setting == "probe" and previous.get("setting") == "probe" and previous.get("th") == config["th"]:
-        threads, why = previous["env"], "probed at the run's first start"
+    reference = None
+    if (
+        setting == "probe"
+        and previous.get("setting") == "probe"
+        and previous.get("th") == config["th"]
+        and not previous.get("reprobe")
+    ):
+        threads, why, reference = previous["env"], "probed earlier in this run", previous.get("seconds_per_batch")
+        probed_at = previous.get("probed_at", 0.0)
     elif setting == "probe":
-        threads, why = probe_threads(config, ntrain, usable_cpus(), tee)
+        threads, why, reference = probe_threads(config, ntrain, usable_cpus(), tee)
+        probed_at = time.time()
     else:
-        threads, why = thread_environment(setting, config["th"], usable_cpus())
+        (threads, why), probed_at = thread_environment(setting, config["th"], usable_cpus()), 0.0
     state["threads"] = {"setting": setting if isinstance(setting, str) else "configured", "th": config["th"],
-                        "env": threads, "why": why}  # fmt: skip
-    env.update(threads)
+                        "env": threads, "why": why, "seconds_per_batch": reference, "probed_at": probed_at}  # fmt: skip
+    env = with_threads(env, threads)
     env.update({k: str(v) for k, v in (config.get("environment") or {}).items()})
     decision["threads"] = threads
     add_segment(state, decision, now, tee.offset())
@@ -520,7 +628,13 @@ def main(argv: list[str]) -> int:
     stdbuf = shutil.which("stdbuf")
     if stdbuf:  # Torch's print goes through C stdio: block-buffered into a pipe without this
         argv_th = [stdbuf, "-oL", "-eL", *argv_th]
-    code = run_trainer(argv_th, env, chdir, tee)
+    watch = SpeedWatch(reference, probed_at + REPROBE_EVERY, WATCH_WINDOW) if reference else None
+    code = run_trainer(argv_th, env, chdir, tee, watch)
+    if isinstance(code, str):  # other work came or went: probe again and resume, in this same process
+        state["threads"]["reprobe"] = code
+        save_json(state_path, state)
+        tee.log.close()
+        return code
     if code is None:  # a clean stop: exit 0 so that systemd does not count it as a failure
         return 0
     if code == 0:

@@ -224,8 +224,15 @@ def test_probe_candidates_and_choice(tmp_path: Path):
     assert {"OMP_NUM_THREADS": "1"} in candidates
     assert {"OMP_NUM_THREADS": "2", "OMP_WAIT_POLICY": "PASSIVE"} in candidates
     assert len(candidates) == len({json.dumps(c, sort_keys=True) for c in candidates})
-    # nothing that busy-waits with several threads
-    assert all(c.get("OMP_WAIT_POLICY") == "PASSIVE" or c["OMP_NUM_THREADS"] == "1" for c in candidates)
+    # nothing that busy-waits for long with several threads: passive, one thread, or a short bounded
+    # spin (libgomp's default is 300000) with no OpenBLAS thread pool spinning beside it
+    for c in candidates:
+        assert (
+            c.get("OMP_WAIT_POLICY") == "PASSIVE"
+            or c["OMP_NUM_THREADS"] == "1"
+            or ("OMP_WAIT_POLICY" not in c and int(c["GOMP_SPINCOUNT"]) <= 10000 and c["OPENBLAS_NUM_THREADS"] == "1")
+        ), c
+    assert any("GOMP_SPINCOUNT" in c for c in candidates)
     fast, slow = {"OMP_NUM_THREADS": "1"}, {"OMP_NUM_THREADS": "2"}
     assert launcher.choose_fastest([(slow, 0.8), (fast, 0.12), ({}, None)]) == (fast, 0.12)
     assert launcher.choose_fastest([({}, None)]) is None
@@ -252,7 +259,91 @@ def test_probe_runs_once_per_run(tmp_path: Path, upstream: Path):
     assert launcher.main(["launcher", str(path)]) == 0
     log = (tmp_path / "run.log").read_text()
     assert log.count("probe OMP_NUM_THREADS=1") == 1
-    assert "threads (probed at the run's first start)" in log
+    assert "threads (probed earlier in this run)" in log
+
+
+def test_openmp_openblas_beside_the_pthread_one_is_a_candidate(tmp_path: Path, monkeypatch):
+    pthread = tmp_path / "openblas-pthread" / "libopenblasp-r0.3.21.so"
+    openmp = tmp_path / "openblas-openmp"
+    pthread.parent.mkdir()
+    monkeypatch.setattr(launcher, "blas_build", lambda th: ("pthread", str(pthread)))
+    assert not any("LD_LIBRARY_PATH" in c for c in launcher.probe_candidates("th", 2))  # not installed
+    openmp.mkdir()
+    (openmp / "libopenblas.so.0").write_bytes(b"")
+    assert launcher.openmp_openblas_dir("pthread", str(pthread)) == str(openmp)
+    assert launcher.openmp_openblas_dir("openmp", str(openmp / "libopenblas.so.0")) == ""
+    candidates = launcher.probe_candidates("th", 2)
+    assert {"LD_LIBRARY_PATH": str(openmp), "OMP_NUM_THREADS": "2", "OMP_WAIT_POLICY": "PASSIVE"} in candidates
+    # a th that already loads the OpenMP build: its known-good setting is that one, no LD_LIBRARY_PATH
+    monkeypatch.setattr(launcher, "blas_build", lambda th: ("openmp", str(openmp / "libopenblas.so.0")))
+    assert not any("LD_LIBRARY_PATH" in c for c in launcher.probe_candidates("th", 2))
+    env = launcher.with_threads({"LD_LIBRARY_PATH": "/opt/lib", "A": "1"}, {"LD_LIBRARY_PATH": str(openmp)})
+    assert env == {"LD_LIBRARY_PATH": f"{openmp}:/opt/lib", "A": "1"}
+    assert launcher.with_threads({"A": "1"}, {"OMP_NUM_THREADS": "1"}) == {"A": "1", "OMP_NUM_THREADS": "1"}
+
+
+def _progress(spb: float, i: int = 1) -> str:
+    return f"{i}/500 (epoch 0.010), train_loss = 4.17, grad/param norm = 1.2e-01, time/batch = {spb:.4f}s"
+
+
+def test_speed_watch_asks_at_once_when_twice_as_slow():
+    watch = launcher.SpeedWatch(0.1, window=4)
+    assert [watch.feed(_progress(0.1)) for _ in range(4)] == [None] * 4
+    assert watch.feed(_progress(0.25)) is None  # median of 0.1 0.1 0.1 0.25: still 0.1
+    assert watch.feed("evaluating loss over split index 2") is None
+    reason = watch.feed(_progress(0.25))  # median 0.25: 2.5x
+    assert reason and "2.50x" in reason
+
+
+def test_speed_watch_waits_for_the_checkpoint_to_be_written_on_a_moderate_change():
+    for spb in (0.16, 0.05):  # 1.6x slower (load came), 2x faster (load went)
+        watch = launcher.SpeedWatch(0.1, window=4)
+        assert [watch.feed(_progress(spb)) for _ in range(6)] == [None] * 6
+        assert watch.feed("saving checkpoint to cv/lm_run_epoch0.50_1.9000.t7") is None  # written after this line
+        assert watch.feed(_progress(spb)) is not None
+    # back within 1.5x before the checkpoint: nothing to do
+    watch = launcher.SpeedWatch(0.1, window=4)
+    for spb in (0.16,) * 4 + (0.11,) * 4:
+        assert watch.feed(_progress(spb)) is None
+    watch.feed("saving checkpoint to cv/lm_run_epoch0.50_1.9000.t7")
+    assert watch.feed(_progress(0.11)) is None
+    # the run's last batch (after its final checkpoint) is never a reason to stop it
+    watch = launcher.SpeedWatch(0.1, window=2)
+    for spb in (0.16,) * 3:
+        watch.feed(_progress(spb))
+    watch.feed("saving checkpoint to cv/lm_run_epoch1.00_1.9000.t7")
+    assert watch.feed(_progress(0.16, i=500)) is None
+
+
+def test_speed_watch_is_quiet_until_not_before():
+    now = [100.0]
+    watch = launcher.SpeedWatch(0.1, not_before=160.0, window=2, clock=lambda: now[0])
+    assert [watch.feed(_progress(0.5)) for _ in range(5)] == [None] * 5
+    now[0] = 161.0
+    assert watch.feed(_progress(0.5)) is not None
+
+
+def test_speed_watch_reprobes_and_resumes_the_run(tmp_path: Path, upstream: Path, monkeypatch):
+    """FIXTURE train.lua: the watch stops train.lua after a checkpoint, the launcher probes again and resumes."""
+    probes = []
+
+    def fake_probe(config, ntrain, cpus, tee, batches=12):
+        probes.append(config["run"])
+        # first probe: a figure the fixture's time/batch is far from; second: none, so no watch
+        return {"OMP_NUM_THREADS": str(len(probes))}, f"fake probe {len(probes)}", (1.0 if len(probes) == 1 else None)
+
+    monkeypatch.setattr(launcher, "probe_threads", fake_probe)
+    monkeypatch.setattr(launcher, "REPROBE_EVERY", 0.0)
+    monkeypatch.setattr(launcher, "WATCH_WINDOW", 5)
+    path = _fixture_run(tmp_path, upstream, threads="probe", max_epochs=0.2)  # checkpoints every 20 batches
+    assert launcher.main(["launcher", str(path)]) == 0
+    log = (tmp_path / "run.log").read_text()
+    assert len(probes) == 2
+    assert "stopped train.lua to probe the thread settings again" in log
+    assert "resuming run run from" in log and "threads (fake probe 2): OMP_NUM_THREADS=2" in log
+    state = json.loads((tmp_path / "run.state.json").read_text())
+    assert state["finished"] is True and len(state["segments"]) == 2
+    assert "reprobe" not in state["threads"] and state["threads"]["env"] == {"OMP_NUM_THREADS": "2"}
 
 
 def test_systemctl_stop_is_a_clean_exit_and_not_the_end_of_the_run(tmp_path: Path, upstream: Path):
