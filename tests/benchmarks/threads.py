@@ -131,7 +131,7 @@ def load(condition: str, args):
     try:
         if condition == "loaded":
             code = HOG.format(seconds=args.hog_seconds)
-            hogs = [subprocess.Popen([sys.executable, "-c", code]) for _ in range(args.hogs)]
+            hogs = [subprocess.Popen([sys.executable, "-c", code]) for _hog in range(args.hogs)]
         yield
     finally:
         for hog in hogs:

@@ -288,7 +288,7 @@ def _progress(spb: float, i: int = 1) -> str:
 
 def test_speed_watch_asks_at_once_when_twice_as_slow():
     watch = launcher.SpeedWatch(0.1, window=4)
-    assert [watch.feed(_progress(0.1)) for _ in range(4)] == [None] * 4
+    assert [watch.feed(_progress(0.1)) for _batch in range(4)] == [None] * 4
     assert watch.feed(_progress(0.25)) is None  # median of 0.1 0.1 0.1 0.25: still 0.1
     assert watch.feed("evaluating loss over split index 2") is None
     reason = watch.feed(_progress(0.25))  # median 0.25: 2.5x
@@ -298,7 +298,7 @@ def test_speed_watch_asks_at_once_when_twice_as_slow():
 def test_speed_watch_waits_for_the_checkpoint_to_be_written_on_a_moderate_change():
     for spb in (0.16, 0.05):  # 1.6x slower (load came), 2x faster (load went)
         watch = launcher.SpeedWatch(0.1, window=4)
-        assert [watch.feed(_progress(spb)) for _ in range(6)] == [None] * 6
+        assert [watch.feed(_progress(spb)) for _batch in range(6)] == [None] * 6
         assert watch.feed("saving checkpoint to cv/lm_run_epoch0.50_1.9000.t7") is None  # written after this line
         assert watch.feed(_progress(spb)) is not None
     # back within 1.5x before the checkpoint: nothing to do
@@ -318,7 +318,7 @@ def test_speed_watch_waits_for_the_checkpoint_to_be_written_on_a_moderate_change
 def test_speed_watch_is_quiet_until_not_before():
     now = [100.0]
     watch = launcher.SpeedWatch(0.1, not_before=160.0, window=2, clock=lambda: now[0])
-    assert [watch.feed(_progress(0.5)) for _ in range(5)] == [None] * 5
+    assert [watch.feed(_progress(0.5)) for _batch in range(5)] == [None] * 5
     now[0] = 161.0
     assert watch.feed(_progress(0.5)) is not None
 
