@@ -150,7 +150,8 @@ def test_a_failed_build_fails_its_key_and_leaves_the_other_key_alone(tmp_path):
         ["ansible-playbook", "-i", INVENTORY, str(SCENARIO / "failed_build.yml"),
          "-e", f"torch7_artifact_store={tmp_path / 'store'} torch7_artifact_staging={tmp_path / 'staging'}"],
         capture_output=True, text=True, check=False,
-        env=dict(os.environ, ANSIBLE_NOCOLOR="1", ANSIBLE_FORCE_COLOR="0"),
+        # plain recap lines, and each failure's message on one line
+        env=dict(os.environ, ANSIBLE_NOCOLOR="1", ANSIBLE_FORCE_COLOR="0", ANSIBLE_CALLBACK_RESULT_FORMAT="json"),
     )  # fmt: skip
     recap = {
         m[0]: int(m[1])
