@@ -18,6 +18,15 @@ this machine, one after the other in one run, so that the ratios compare like wi
   (g) on the host of (b): playbooks/train.yml with char-rnn's default model and eval_val_every
       1000, until the first checkpoint is written
 
+  (e') the same re-run over the other connection (podman exec when the rows run over SSH):
+      Ansible's per-task cost on each, on the same hosts
+
+`--connection ssh` (the default) reaches the hosts as a fleet is reached: OpenSSH with pipelining
+and ControlPersist (ansible.cfg), each container running sshd on its own loopback port, host keys
+checked against a known_hosts file the benchmark writes. The containers come from the test image
+plus openssh-server (built once, `localhost/charrnn-test/debian-12-ssh`). `--connection podman`
+uses the test bed's podman connection instead, which cannot pipeline.
+
 The targets (README): (b) <= 0.8 (a); (c) <= 1.5 (b); (d) <= 0.5 (b); (e) <= 20 s with 0
 changed; (f) under 60 s.
 """
@@ -37,6 +46,14 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
 IMAGE = "localhost/charrnn-test/debian-12:latest"
+SSH_IMAGE = "localhost/charrnn-test/debian-12-ssh:latest"
+SSH_CONTAINERFILE = f"""FROM {IMAGE}
+RUN apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \\
+    openssh-server && rm -rf /var/lib/apt/lists/* /etc/ssh/ssh_host_* && systemctl disable ssh
+"""
+# Host keys are made per container at start; sshd starts once its port is configured (not at boot,
+# where it would fail without keys and loop into systemd's start limit).
+FIRST_SSH_PORT = 2201
 PREFIX = "bench-fleet"
 DISTRO_COMMIT_VAR = "torch7_version"
 # What upstream's install-deps installs that a CPU build on Debian 12 needs (install-deps itself
@@ -59,16 +76,34 @@ def role_default(role: str, name: str) -> str:
 
 
 class Containers:
-    """Fresh containers of the test image; removed at the end of each row."""
+    """Fresh containers of the test image; removed at the end of each row.
 
-    def __init__(self) -> None:
+    Over SSH each container gets its own host keys and an sshd on its own loopback port (the
+    containers share the host's network), and its keys go into the benchmark's known_hosts.
+    """
+
+    def __init__(self, work: Path, connection: str) -> None:
         self.names: list[str] = []
+        self.work = work
+        self.connection = connection
+        self.ports: dict[str, int] = {}
+        self.next_port = FIRST_SSH_PORT  # never reused: no stale ControlPersist socket meets a new host
+        if connection == "ssh":
+            self.key = work / "id_ed25519"
+            self.known_hosts = work / "known_hosts"
+            sh("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(self.key))
+            if sh("podman", "image", "exists", SSH_IMAGE, check=False).returncode != 0:
+                sh("podman", "build", "--network=host", "-t", SSH_IMAGE, "-f", "-", str(work), input=SSH_CONTAINERFILE)
+
+    @property
+    def image(self) -> str:
+        return SSH_IMAGE if self.connection == "ssh" else IMAGE
 
     def start(self, count: int, tag: str) -> list[str]:
         names = [f"{PREFIX}-{tag}-{i}" for i in range(1, count + 1)]
         for name in names:
             sh("podman", "rm", "-f", name, check=False)
-            sh("podman", "run", "-d", "--name", name, "--network=host", "--systemd=always", IMAGE, "/sbin/init")
+            sh("podman", "run", "-d", "--name", name, "--network=host", "--systemd=always", self.image, "/sbin/init")
         self.names += names
         for name in names:  # systemd up before anything runs
             for _attempt in range(60):
@@ -76,23 +111,63 @@ class Containers:
                 if state in ("running", "degraded"):
                     break
                 time.sleep(0.5)
+            if self.connection == "ssh":
+                self.start_sshd(name, self.next_port)
+                self.next_port += 1
         return names
+
+    def start_sshd(self, name: str, port: int) -> None:
+        config = f"Port {port}\nListenAddress 127.0.0.1\nPermitRootLogin prohibit-password\n"
+        script = (
+            "ssh-keygen -A >/dev/null && install -d -m 700 /root/.ssh"
+            " && printf '%s\\n' \"$KEY\" >/root/.ssh/authorized_keys"
+            f" && printf '{config}' >/etc/ssh/sshd_config.d/bench.conf"
+            " && systemctl start ssh"
+        )
+        key = (self.key.with_suffix(".pub")).read_text().strip()
+        sh("podman", "exec", "-e", f"KEY={key}", name, "bash", "-c", script)
+        for _attempt in range(40):
+            scan = sh("ssh-keyscan", "-t", "ed25519", "-p", str(port), "127.0.0.1", check=False)
+            if scan.stdout.strip():
+                break
+            time.sleep(0.25)
+        else:
+            sys.exit(f"sshd in {name} did not answer on 127.0.0.1:{port}")
+        with self.known_hosts.open("a") as known:
+            known.write(scan.stdout)
+        self.ports[name] = port
+
+    def host_vars(self, name: str, connection: str | None = None) -> dict[str, object]:
+        if (connection or self.connection) == "podman":
+            return {"ansible_connection": "containers.podman.podman"}
+        return {
+            "ansible_connection": "ssh",
+            "ansible_host": "127.0.0.1",
+            "ansible_port": self.ports[name],
+            "ansible_user": "root",
+            "ansible_ssh_private_key_file": str(self.key),
+            "ansible_ssh_common_args": f"-o UserKnownHostsFile={self.known_hosts} -o StrictHostKeyChecking=yes",
+        }
 
     def remove_all(self) -> None:
         for name in self.names:
             sh("podman", "rm", "-f", name, check=False)
         self.names = []
+        self.ports = {}
+        if self.connection == "ssh":
+            self.known_hosts.write_text("")
 
 
-def inventory(path: Path, hosts: list[str], upstream: str, store: Path, extra: dict | None = None) -> Path:
+def inventory(
+    path: Path, containers: Containers, hosts: list[str], upstream: str, store: Path, connection: str | None = None
+) -> Path:
     variables = {
-        "ansible_connection": "containers.podman.podman",
         "git_mirrors_url_rewrites": [{"url": upstream, "insteadof": "https://github.com/"}],
         "torch7_artifact_store": str(store),
         "torch7_artifact_staging": str(store.parent / "staging"),
-        **(extra or {}),
     }
-    path.write_text(json.dumps({"all": {"hosts": {h: {} for h in hosts}, "vars": variables}}))
+    hostvars = {h: containers.host_vars(h, connection) for h in hosts}
+    path.write_text(json.dumps({"all": {"hosts": hostvars, "vars": variables}}))
     return path
 
 
@@ -156,12 +231,13 @@ def main() -> int:
     parser.add_argument("--skip-raw", action="store_true", help="leave out (a)")
     parser.add_argument("--skip-train", action="store_true", help="leave out (g)")
     parser.add_argument("--json", help="also write the figures to this file")
+    parser.add_argument("--connection", choices=("ssh", "podman"), default="ssh", help="how Ansible reaches the hosts")
     opts = parser.parse_args()
     if not opts.upstream:
         sys.exit("needs the real upstream: CHARRNN_REAL_UPSTREAM=git://127.0.0.1:9418/github.com/")
     work = Path(tempfile.mkdtemp(prefix="bench-fleet-", dir="/var/tmp"))
-    containers = Containers()
-    figures: dict[str, object] = {}
+    containers = Containers(work, opts.connection)
+    figures: dict[str, object] = {"connection": opts.connection}
     try:
         if not opts.skip_raw:
             (host,) = containers.start(1, "a")
@@ -173,7 +249,7 @@ def main() -> int:
             print(f"(a) raw upstream path, 1 host: {figures['a']:.0f} s  {steps}", flush=True)
 
         hosts_b = containers.start(1, "b")
-        inv_b = inventory(work / "b.json", hosts_b, opts.upstream, work / "store-b")
+        inv_b = inventory(work / "b.json", containers, hosts_b, opts.upstream, work / "store-b")
         figures["b"] = playbook(inv_b, "site.yml")[0]
         print(f"(b) site.yml cold, 1 host: {figures['b']:.0f} s", flush=True)
         if not opts.skip_train:
@@ -183,21 +259,27 @@ def main() -> int:
 
         hosts_c = containers.start(4, "c")
         store = work / "store-cd"
-        figures["c"] = playbook(inventory(work / "c.json", hosts_c, opts.upstream, store), "site.yml")[0]
+        figures["c"] = playbook(inventory(work / "c.json", containers, hosts_c, opts.upstream, store), "site.yml")[0]
         print(f"(c) site.yml cold, 4 hosts, store empty: {figures['c']:.0f} s", flush=True)
         containers.remove_all()
 
         hosts_d = containers.start(4, "d")
-        inv_d = inventory(work / "d.json", hosts_d, opts.upstream, store)
+        inv_d = inventory(work / "d.json", containers, hosts_d, opts.upstream, store)
         figures["d"] = playbook(inv_d, "site.yml")[0]
         print(f"(d) site.yml, 4 fresh hosts, store holding the artifact: {figures['d']:.0f} s", flush=True)
         figures["e"], changed = playbook(inv_d, "site.yml")[:2]
         figures["e_changed"] = sum(changed.values())
         print(f"(e) re-run of (d): {figures['e']:.0f} s, changed={figures['e_changed']}", flush=True)
+        other = "podman" if opts.connection == "ssh" else "ssh"
+        if other == "podman":  # the podman connection needs no sshd: the same hosts, the other way
+            inv_other = inventory(work / "d-other.json", containers, hosts_d, opts.upstream, store, other)
+            figures["e_other"], changed = playbook(inv_other, "site.yml")[:2]
+            figures["e_other_changed"] = sum(changed.values())
+            print(f"(e') the same re-run over {other}: {figures['e_other']:.0f} s", flush=True)
         containers.remove_all()
 
         hosts_f = containers.start(1, "f")
-        figures["f"] = playbook(inventory(work / "f.json", hosts_f, opts.upstream, store), "site.yml")[0]
+        figures["f"] = playbook(inventory(work / "f.json", containers, hosts_f, opts.upstream, store), "site.yml")[0]
         print(f"(f) site.yml, 1 fresh host, store holding the artifact: {figures['f']:.0f} s", flush=True)
     finally:
         containers.remove_all()
@@ -216,10 +298,11 @@ def report(f: dict) -> None:
         ("(c) site.yml cold, 4 hosts, store empty", f["c"], None),
         ("(d) site.yml, 4 fresh hosts, artifact in store", f["d"], None),
         ("(e) re-run of (d)", f["e"], f"changed={f['e_changed']}"),
+        ("(e') the same re-run over podman exec", f.get("e_other"), f"changed={f.get('e_other_changed', '-')}"),
         ("(f) 1 fresh host installs the artifact", f["f"], None),
         ("(g) train.yml to first checkpoint", f.get("g"), "default model, eval_val_every 1000"),
     ]
-    print(f"\nfleet benchmark (this machine: {os.cpu_count()} CPUs)")
+    print(f"\nfleet benchmark (this machine: {os.cpu_count()} CPUs; connection: {f['connection']})")
     for label, seconds, note in rows:
         shown = f"{seconds:7.0f} s" if seconds is not None else "    n/a"
         print(f"  {label:<48} {shown}" + (f"  {note}" if note else ""))
