@@ -11,7 +11,6 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 COLLECTIONS_ROOT = REPO / ".cache" / "collections"
-SHARED_FIXTURES = REPO.parent / "shared" / "fixtures"
 
 
 def _link_collection() -> None:

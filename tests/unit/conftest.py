@@ -16,8 +16,8 @@ from ansible.module_utils import basic
 from ansible.module_utils.testing import patch_module_args
 
 REPO = Path(__file__).resolve().parents[2]
-# Same place tests/conftest.py calls SHARED_FIXTURES: ../shared/fixtures, next to the checkout.
-CHAR_RNN_FIXTURES = REPO.parent / "shared" / "fixtures" / "char-rnn"
+# Genuine char-rnn checkpoints and logs (tests/fixtures/char-rnn/README.md says how they were made).
+CHAR_RNN_FIXTURES = REPO / "tests" / "fixtures" / "char-rnn"
 FIXTURE_UPSTREAM = REPO / "tests" / "fixtures" / "upstream" / "karpathy" / "char-rnn"
 
 LSTM = ("lm_tiny_epoch0.35_3.3196.t7", "lm_tiny_epoch1.06_3.2739.t7", "lm_tiny_epoch2.00_3.1596.t7")
@@ -26,9 +26,9 @@ GRU = "lm_tinygru_epoch1.00_3.1838.t7"
 
 @pytest.fixture(scope="session")
 def real() -> Path:
-    """The real char-rnn checkpoints and logs; a missing folder is an error, not a skip."""
+    """The real char-rnn checkpoints and logs; a missing file is an error, not a skip."""
     if not (CHAR_RNN_FIXTURES / GRU).is_file():
-        pytest.fail(f"real char-rnn fixtures missing: {CHAR_RNN_FIXTURES} (CI always has them)", pytrace=False)
+        pytest.fail(f"real char-rnn fixtures missing: {CHAR_RNN_FIXTURES} (they are in the repository)", pytrace=False)
     return CHAR_RNN_FIXTURES
 
 
