@@ -55,9 +55,6 @@ class FakeRunner:
     def verbs(self):
         return [next(a for a in call[0] if not a.startswith("--")) for call in self.calls]
 
-    def argvs(self):
-        return [call[0] for call in self.calls]
-
 
 def params(**kw):
     base = dict(name=None, state="present", version=None, rockspec=None, chdir=None, force=False)
