@@ -29,7 +29,6 @@ from ansible_collections.rnn_bootstrap.char_rnn.plugins.module_utils import torc
 REPO = Path(__file__).resolve().parents[2]
 PLAYBOOK = Path(__file__).with_name("artifact_store") / "transfer.yml"
 BIN = Path(sys.executable).parent
-SHA = "0219027e6c4644a0ba5c5bf137c989a0a8c9e01b"
 BUCKET = "torch7-artifacts"
 
 
@@ -40,21 +39,9 @@ def free_port() -> int:
 
 
 @pytest.fixture
-def artifact(tmp_path: Path) -> dict:
+def artifact(tmp_path: Path, artifact_key) -> dict:
     """A key, and its tarball and manifest in the builder's host directory."""
-    key = ta.make_key(
-        "debian",
-        "12",
-        "2.36",
-        "x86_64",
-        SHA,
-        "/opt/torch/install",
-        "LUAJIT21",
-        ["torch"],
-        False,
-        None,
-        "libopenblas.so.0:openmp",
-    )
+    key = artifact_key()
     name = ta.artifact_name(key)
     content = tmp_path / "prefix"
     (content / "bin").mkdir(parents=True)

@@ -12,12 +12,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from ansible.module_utils import basic
 from ansible.module_utils.testing import patch_module_args
 
 REPO = Path(__file__).resolve().parents[2]
-# Same place tests/conftest.py calls SHARED_FIXTURES: ../shared/fixtures, next to the checkout.
-CHAR_RNN_FIXTURES = REPO.parent / "shared" / "fixtures" / "char-rnn"
+# Genuine char-rnn checkpoints and logs (tests/fixtures/char-rnn/README.md says how they were made).
+CHAR_RNN_FIXTURES = REPO / "tests" / "fixtures" / "char-rnn"
 FIXTURE_UPSTREAM = REPO / "tests" / "fixtures" / "upstream" / "karpathy" / "char-rnn"
 
 LSTM = ("lm_tiny_epoch0.35_3.3196.t7", "lm_tiny_epoch1.06_3.2739.t7", "lm_tiny_epoch2.00_3.1596.t7")
@@ -26,9 +27,9 @@ GRU = "lm_tinygru_epoch1.00_3.1838.t7"
 
 @pytest.fixture(scope="session")
 def real() -> Path:
-    """The real char-rnn checkpoints and logs; a missing folder is an error, not a skip."""
+    """The real char-rnn checkpoints and logs; a missing file is an error, not a skip."""
     if not (CHAR_RNN_FIXTURES / GRU).is_file():
-        pytest.fail(f"real char-rnn fixtures missing: {CHAR_RNN_FIXTURES} (CI always has them)", pytrace=False)
+        pytest.fail(f"real char-rnn fixtures missing: {CHAR_RNN_FIXTURES} (they are in the repository)", pytrace=False)
     return CHAR_RNN_FIXTURES
 
 
@@ -67,8 +68,45 @@ class ModuleExit(Exception):
         self.result = result
 
 
-def _run_module(main: Any, args: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> tuple[bool, dict[str, Any]]:
-    """Run a module's main() with its arguments fed the way Ansible does; return (failed, result)."""
+class ScriptedCommands:
+    """Stands in for AnsibleModule.run_command: each call must be the next scripted one.
+
+    A command is a dict: ``argv`` (the whole list), ``cwd`` (compared when given), and the answer
+    ``rc`` (default 0), ``out`` and ``err`` (default "").
+    """
+
+    def __init__(self, commands: list[dict[str, Any]]) -> None:
+        self.expected = list(commands)
+        self.calls: list[dict[str, Any]] = []
+
+    def __call__(self, args: list[str], cwd: str | None = None, **kwargs: Any) -> tuple[int, str, str]:
+        self.calls.append({"argv": list(args), "cwd": cwd, **kwargs})
+        n = len(self.calls)
+        assert n <= len(self.expected), f"command {n} was not expected: {args}"
+        want = self.expected[n - 1]
+        assert list(args) == want["argv"], f"command {n}"
+        if "cwd" in want:
+            assert cwd == want["cwd"], f"cwd of command {n}: {args}"
+        return want.get("rc", 0), want.get("out", ""), want.get("err", "")
+
+    def assert_done(self) -> None:
+        missing = [c["argv"] for c in self.expected[len(self.calls) :]]
+        assert not missing, f"commands not run: {missing}"
+
+
+def _run_module(
+    main: Any,
+    args: dict[str, Any],
+    monkeypatch: pytest.MonkeyPatch,
+    commands: list[dict[str, Any]] | None = None,
+    run_command: Callable[..., tuple[int, str, str]] | None = None,
+) -> tuple[bool, dict[str, Any]]:
+    """Run a module's main() with its arguments fed the way Ansible does; return (failed, result).
+
+    ``commands`` scripts every command the module may run (``[]``: it must run none), see
+    ScriptedCommands; ``run_command(args, cwd=None, **kwargs)`` answers them instead. With
+    neither, run_command is the real one.
+    """
 
     def exit_json(self: basic.AnsibleModule, **kwargs: Any) -> None:
         raise ModuleExit(False, kwargs)
@@ -79,16 +117,39 @@ def _run_module(main: Any, args: dict[str, Any], monkeypatch: pytest.MonkeyPatch
 
     monkeypatch.setattr(basic.AnsibleModule, "exit_json", exit_json)
     monkeypatch.setattr(basic.AnsibleModule, "fail_json", fail_json)
+    script = ScriptedCommands(commands) if commands is not None else None
+    answer = script or run_command
+    if answer is not None:
+        monkeypatch.setattr(basic.AnsibleModule, "run_command", lambda self, *a, **kw: answer(*a, **kw))
     with patch_module_args(args), pytest.raises(ModuleExit) as caught:
         main()
+    if script is not None and not caught.value.failed:
+        script.assert_done()
     # what would go over the wire must be JSON
     json.dumps(caught.value.result)
     return caught.value.failed, caught.value.result
 
 
+RunModule = Callable[..., tuple[bool, dict[str, Any]]]
+
+
 @pytest.fixture
-def run_module(monkeypatch: pytest.MonkeyPatch) -> Callable[[Any, dict[str, Any]], tuple[bool, dict[str, Any]]]:
-    return lambda main, args: _run_module(main, args, monkeypatch)
+def run_module(monkeypatch: pytest.MonkeyPatch) -> RunModule:
+    """``run_module(main, args, commands=None, run_command=None)``: see _run_module."""
+    return lambda main, args, **kwargs: _run_module(main, args, monkeypatch, **kwargs)
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """Table-driven tests: a test that takes ``case`` runs once per entry of the list named after
+    it in the YAML file beside its module (test_x.py -> test_x.yaml); each entry's ``id`` names it."""
+    if "case" not in metafunc.fixturenames:
+        return
+    path = Path(metafunc.definition.path).with_suffix(".yaml")
+    cases = yaml.safe_load(path.read_text(encoding="utf-8"))[metafunc.definition.originalname]
+    ids = [case["id"] for case in cases]
+    duplicates = sorted({i for i in ids if ids.count(i) > 1})
+    assert not duplicates, f"{path}: duplicate case ids {duplicates}"
+    metafunc.parametrize("case", cases, ids=ids)
 
 
 def _ansible_adhoc(*args: str) -> dict[str, Any]:

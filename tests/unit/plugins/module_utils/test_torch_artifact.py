@@ -41,24 +41,6 @@ class FakeRunner(tb.Runner):
         return path == self.nvcc  # not this machine's CUDA, if it has one
 
 
-def key(**over):
-    base = ta.make_key(
-        "debian",
-        "12",
-        "2.36",
-        "x86_64",
-        SHA,
-        "/opt/torch/install",
-        "LUAJIT21",
-        ["torch"],
-        False,
-        None,
-        "libopenblas.so.0:openmp",
-    )
-    base.update(over)
-    return base
-
-
 @pytest.mark.parametrize(
     ("ldd", "expected"),
     [(LDD_OPENMP, "libopenblas.so.0:openmp"), (LDD_PTHREAD, "libopenblas.so.0:no-openmp")],
@@ -86,7 +68,8 @@ def test_os_release(tmp_path, text, expected):
     assert ta.read_os_release(str(tmp_path / "os-release")) == expected
 
 
-def test_name_reads_as_what_it_is_and_ids_every_field():
+def test_name_reads_as_what_it_is_and_ids_every_field(artifact_key):
+    key = artifact_key
     name = ta.artifact_name(key())
     assert name.startswith("torch7-debian12-x86_64-luajit21-0219027e6c46-cpu-")
     assert name.endswith(ta.key_id(key()))
@@ -100,16 +83,17 @@ def test_name_reads_as_what_it_is_and_ids_every_field():
     assert "-cuda12.4-" in ta.artifact_name(key(cuda=True, cuda_version="12.4"))
 
 
-def test_key_differences_and_description():
+def test_key_differences_and_description(artifact_key):
+    key = artifact_key
     assert ta.key_differences(key(), key()) == []
     assert ta.key_differences(key(), key(release="13", glibc="2.41")) == ["release", "glibc"]
     assert "release=12" in ta.describe_key(key())
 
 
-def test_manifest_records_checksum_and_reads_back(tmp_path):
+def test_manifest_records_checksum_and_reads_back(tmp_path, artifact_key):
     tarball = tmp_path / "t.tar.gz"
     tarball.write_bytes(b"not really a tarball")
-    manifest = ta.make_manifest(key(), str(tarball), {"prefix": "/opt/torch/install"}, "host-1", "now")
+    manifest = ta.make_manifest(artifact_key(), str(tarball), {"prefix": "/opt/torch/install"}, "host-1", "now")
     path = ta.write_json(str(tmp_path / "t.json"), manifest)
     back = ta.read_manifest(path)
     assert back["sha256"] == ta.sha256_file(str(tarball)) and back["size"] == 20 and back["built_on"] == "host-1"

@@ -2,12 +2,7 @@
 
 from __future__ import annotations
 
-import json
-from unittest import mock
-
 import pytest
-from ansible.module_utils import basic
-from ansible.module_utils.testing import patch_module_args
 from ansible_collections.rnn_bootstrap.char_rnn.plugins.module_utils import luarocks as lr_utils
 from ansible_collections.rnn_bootstrap.char_rnn.plugins.module_utils.luarocks import (
     LuaRocks,
@@ -27,11 +22,6 @@ EXE = "/opt/torch/install/bin/luarocks"
 def listing(*rocks):
     """Porcelain `luarocks list` output for (name, version) pairs."""
     return "".join(f"{n}\t{v}\tinstalled\t/opt/torch/install/lib/luarocks/rocks\n" for n, v in rocks)
-
-
-def hello(*versions):
-    """Porcelain `luarocks list` output for rock `hello` at the given versions."""
-    return listing(*(("hello", v) for v in versions))
 
 
 def search(*entries):
@@ -64,9 +54,6 @@ class FakeRunner:
     @property
     def verbs(self):
         return [next(a for a in call[0] if not a.startswith("--")) for call in self.calls]
-
-    def argvs(self):
-        return [call[0] for call in self.calls]
 
 
 def params(**kw):
@@ -168,231 +155,63 @@ def test_parse_rockspec_unparseable(tmp_path):
 
 # ---------------------------------------------------------------------------- named rocks
 
-NAMED_CASES = [
-    # id, params, check_mode, table, expected calls, changed, before, after
-    (
-        "present-installs-missing",
-        params(name=["hello"]),
-        False,
-        {LIST_H: ["", listing(("hello", "1.1-1"))], ("install", "hello"): "ok"},
-        [LIST_H, ("install", "hello"), LIST_H],
-        True,
-        [],
-        ["1.1-1"],
-    ),
-    (
-        "present-already-installed",
-        params(name=["hello"]),
-        False,
-        {LIST_H: listing(("hello", "1.0-1"))},
-        [LIST_H],
-        False,
-        ["1.0-1"],
-        ["1.0-1"],
-    ),
-    (
-        "present-substring-neighbour-does-not-count",
-        params(name=["hello"]),
-        False,
-        {LIST_H: [listing(("hello-extra", "1.0-1")), listing(("hello", "1.0-1"))], ("install", "hello"): "ok"},
-        [LIST_H, ("install", "hello"), LIST_H],
-        True,
-        [],
-        ["1.0-1"],
-    ),
-    (
-        "present-version-without-revision-matches",
-        params(name=["hello"], version="1.0"),
-        False,
-        {LIST_H: listing(("hello", "1.0-1"))},
-        [LIST_H],
-        False,
-        ["1.0-1"],
-        ["1.0-1"],
-    ),
-    (
-        "present-other-version-installs-pinned",
-        params(name=["hello"], version="1.1-1"),
-        False,
-        {LIST_H: [listing(("hello", "1.0-1")), listing(("hello", "1.1-1"))], ("install", "hello", "1.1-1"): "ok"},
-        [LIST_H, ("install", "hello", "1.1-1"), LIST_H],
-        True,
-        ["1.0-1"],
-        ["1.1-1"],
-    ),
-    (
-        "present-force-reinstalls",
-        params(name=["hello"], force=True),
-        False,
-        {LIST_H: listing(("hello", "1.0-1")), ("install", "hello"): "ok"},
-        [LIST_H, ("install", "hello"), LIST_H],
-        True,
-        ["1.0-1"],
-        ["1.0-1"],
-    ),
-    (
-        "absent-removes-all-versions",
-        params(name=["hello"], state="absent"),
-        False,
-        {LIST_H: [listing(("hello", "1.0-1"), ("hello", "1.1-1")), ""], ("remove", "hello"): "ok"},
-        [LIST_H, ("remove", "hello"), LIST_H],
-        True,
-        ["1.0-1", "1.1-1"],
-        [],
-    ),
-    (
-        "absent-version-removes-only-that-one",
-        params(name=["hello"], state="absent", version="1.0"),
-        False,
-        {
-            LIST_H: [listing(("hello", "1.0-1"), ("hello", "1.1-1")), listing(("hello", "1.1-1"))],
-            ("remove", "hello", "1.0-1"): "ok",
-        },
-        [LIST_H, ("remove", "hello", "1.0-1"), LIST_H],
-        True,
-        ["1.0-1", "1.1-1"],
-        ["1.1-1"],
-    ),
-    (
-        "absent-force-passes-force",
-        params(name=["hello"], state="absent", force=True),
-        False,
-        {LIST_H: [listing(("hello", "1.0-1")), ""], ("remove", "--force", "hello"): "ok"},
-        [LIST_H, ("remove", "--force", "hello"), LIST_H],
-        True,
-        ["1.0-1"],
-        [],
-    ),
-    (
-        "absent-not-installed-is-ok",
-        params(name=["hello"], state="absent"),
-        False,
-        {LIST_H: ""},
-        [LIST_H],
-        False,
-        [],
-        [],
-    ),
-    (
-        "latest-upgrades",
-        params(name=["hello"], state="latest"),
-        False,
-        {
-            LIST_H: [listing(("hello", "1.0-1")), listing(("hello", "1.10-1"))],
-            SEARCH_H: search(("hello", "1.9-1", "all"), ("hello", "1.10-1", "rockspec"), ("hello", "1.0-1", "all")),
-            ("install", "hello"): "ok",
-        },
-        [LIST_H, SEARCH_H, ("install", "hello"), LIST_H],
-        True,
-        ["1.0-1"],
-        ["1.10-1"],
-    ),
-    (
-        "latest-up-to-date",
-        params(name=["hello"], state="latest"),
-        False,
-        {LIST_H: listing(("hello", "1.1-1")), SEARCH_H: search(("hello", "1.1-1", "all"), ("hello", "1.0-1", "all"))},
-        [LIST_H, SEARCH_H],
-        False,
-        ["1.1-1"],
-        ["1.1-1"],
-    ),
-    (
-        "latest-newer-installed-than-server-is-ok",
-        params(name=["hello"], state="latest"),
-        False,
-        {LIST_H: listing(("hello", "scm-1")), SEARCH_H: search(("hello", "1.1-1", "all"))},
-        [LIST_H, SEARCH_H],
-        False,
-        ["scm-1"],
-        ["scm-1"],
-    ),
-    (
-        "latest-installs-missing",
-        params(name=["hello"], state="latest"),
-        False,
-        {
-            LIST_H: ["", listing(("hello", "1.1-1"))],
-            SEARCH_H: search(("hello", "1.1-1", "all")),
-            ("install", "hello"): "",
-        },
-        [LIST_H, SEARCH_H, ("install", "hello"), LIST_H],
-        True,
-        [],
-        ["1.1-1"],
-    ),
-    # Check mode: only list/search run.
-    (
-        "check-present-missing",
-        params(name=["hello"]),
-        True,
-        {LIST_H: ""},
-        [LIST_H],
-        True,
-        [],
-        ["(unknown)"],
-    ),
-    (
-        "check-present-pinned",
-        params(name=["hello"], version="1.0-1"),
-        True,
-        {LIST_H: ""},
-        [LIST_H],
-        True,
-        [],
-        ["1.0-1"],
-    ),
-    (
-        "check-absent",
-        params(name=["hello"], state="absent"),
-        True,
-        {LIST_H: listing(("hello", "1.0-1"))},
-        [LIST_H],
-        True,
-        ["1.0-1"],
-        [],
-    ),
-    (
-        "check-latest",
-        params(name=["hello"], state="latest"),
-        True,
-        {LIST_H: listing(("hello", "1.0-1")), SEARCH_H: search(("hello", "1.1-1", "all"))},
-        [LIST_H, SEARCH_H],
-        True,
-        ["1.0-1"],
-        ["1.1-1"],
-    ),
-    (
-        "check-present-installed",
-        params(name=["hello"]),
-        True,
-        {LIST_H: listing(("hello", "1.0-1"))},
-        [LIST_H],
-        False,
-        ["1.0-1"],
-        ["1.0-1"],
-    ),
-]
+
+@pytest.fixture
+def fake_exe(tmp_path):
+    """A luarocks executable that must never really run: the tests script its answers."""
+    exe = tmp_path / "torch" / "bin" / "luarocks"
+    exe.parent.mkdir(parents=True)
+    exe.write_text("#!/bin/sh\nexit 99\n")
+    exe.chmod(0o755)
+    return str(exe)
 
 
-@pytest.mark.parametrize(
-    ("p", "check_mode", "table", "calls", "changed", "before", "after"),
-    [c[1:] for c in NAMED_CASES],
-    ids=[c[0] for c in NAMED_CASES],
-)
-def test_named_rock_decisions(p, check_mode, table, calls, changed, before, after):
-    runner = FakeRunner(table)
-    lr = LuaRocks(runner, EXE)
-    result = ensure(p, lr, check_mode)
-    assert runner.argvs() == calls
-    assert result["changed"] is changed
-    assert result["name"] == ["hello"]
-    assert result["versions_before"] == {"hello": before}
-    assert result["versions_after"] == {"hello": after}
-    assert len(result["cmd"]) == len(calls)
-    assert bool(result["actions"]) is changed
+CASE_FIELDS = {"id", "input", "check_mode", "commands", "output"}
+
+
+def run_case(case, run_module, exe, substitute=lambda text: text):
+    """Run one case of test_luarocks.yaml through the module (its fields are described there)."""
+    assert set(case) <= CASE_FIELDS, f"unknown fields {set(case) - CASE_FIELDS}"
+
+    def fill(value):
+        if isinstance(value, str):
+            return substitute(value)
+        if isinstance(value, list):
+            return [fill(v) for v in value]
+        if isinstance(value, dict):
+            return {k: fill(v) for k, v in value.items()}
+        return value
+
+    case = fill(case)
+    commands = []
+    for command in case["commands"]:
+        scripted = {"argv": [exe, *command["argv"]], "rc": command.get("rc", 0), "err": command.get("err", "")}
+        if "cwd" in command:
+            scripted["cwd"] = command["cwd"]
+        if "listed" in command:
+            scripted["out"] = listing(*(rock.split() for rock in command["listed"]))
+        elif "found" in command:
+            scripted["out"] = search(*(entry.split() for entry in command["found"]))
+        else:
+            scripted["out"] = command.get("out", "")
+        commands.append(scripted)
+    check_mode = case.get("check_mode", False)
+    failed, result = run_module(
+        lr_module.main, {**case["input"], "executable": exe, "_ansible_check_mode": check_mode}, commands=commands
+    )
+    assert not failed, result["msg"]
+    for key, expected in case["output"].items():
+        assert result[key] == expected, key
+    assert len(result["cmd"]) == len(commands)
+    assert bool(result["actions"]) is result["changed"]
     if check_mode:
-        assert not {"install", "remove", "make"} & set(runner.verbs)
+        assert not {"install", "remove", "make"} & {argv for c in commands for argv in c["argv"]}
+    return result
+
+
+def test_named_rocks(case, run_module, fake_exe):
+    result = run_case(case, run_module, fake_exe)
+    assert result["name"] == ["hello"]
 
 
 def test_multiple_names_each_decided():
@@ -476,40 +295,12 @@ def rockspec(tmp_path):
     return str(path)
 
 
-MAKE_CASES = [
-    # id, state, force, check_mode, list answers, expect_make, expect_remove, changed
-    ("make-missing", "present", False, False, ["", hello("1.0-1")], True, None, True),
-    ("make-same-version-ok", "present", False, False, [hello("1.0-1")], False, None, False),
-    ("make-other-version", "present", False, False, [hello("0.9-1"), hello("1.0-1")], True, None, True),
-    ("make-force", "present", True, False, [hello("1.0-1")], True, None, True),
-    ("make-check-missing", "present", False, True, [""], False, None, True),
-    ("make-check-force", "present", True, True, [hello("1.0-1")], False, None, True),
-    ("absent-rockspec-ver", "absent", False, False, [hello("1.0-1", "2.0-1"), hello("2.0-1")], False, "1.0-1", True),
-    ("absent-rockspec-other-version", "absent", False, False, [hello("2.0-1")], False, None, False),
-    ("absent-rockspec-check", "absent", False, True, [hello("1.0-1")], False, None, True),
-]  # fmt: skip
-
-
-@pytest.mark.parametrize(
-    ("state", "force", "check_mode", "lists", "expect_make", "expect_remove", "changed"),
-    [c[1:] for c in MAKE_CASES],
-    ids=[c[0] for c in MAKE_CASES],
-)
-def test_rockspec_decisions(rockspec, state, force, check_mode, lists, expect_make, expect_remove, changed):
-    table = {LIST_H: lists, ("make", rockspec): "built", ("remove", "hello", "1.0-1"): "removed"}
-    runner = FakeRunner(table)
-    result = ensure(params(rockspec=rockspec, state=state, force=force), LuaRocks(runner, EXE), check_mode)
-    assert result["changed"] is changed
+def test_rockspecs(case, run_module, fake_exe, rockspec):
+    src = rockspec.rsplit("/", 1)[0]
+    result = run_case(
+        case, run_module, fake_exe, lambda text: text.replace("{rockspec}", rockspec).replace("{src}", src)
+    )
     assert result["rockspec"] == {"path": rockspec, "package": "hello", "version": "1.0-1"}
-    make_calls = [(k, cwd) for k, cwd in runner.calls if "make" in k]
-    if expect_make:
-        assert make_calls == [(("make", rockspec), rockspec.rsplit("/", 1)[0])]
-    else:
-        assert make_calls == []
-    removes = [k for k in runner.argvs() if "remove" in k]
-    assert removes == ([("remove", "hello", expect_remove)] if expect_remove else [])
-    if check_mode:
-        assert runner.verbs == ["list"]
 
 
 def test_rockspec_chdir_and_name_check(rockspec, tmp_path):
@@ -542,39 +333,12 @@ def test_make_success_but_version_not_listed(rockspec):
 # ---------------------------------------------------------------------------- the module entry point
 
 
-class ModuleExit(Exception):
-    def __init__(self, result, failed):
-        super().__init__(result)
-        self.result = result
-        self.failed = failed
-
-
-def run_main(args, run_command=None):
-    def exit_json(self, **kw):
-        raise ModuleExit(kw, False)
-
-    def fail_json(self, msg, **kw):
-        raise ModuleExit(dict(kw, msg=msg), True)
-
-    with (
-        patch_module_args(args),
-        mock.patch.object(basic.AnsibleModule, "exit_json", exit_json),
-        mock.patch.object(basic.AnsibleModule, "fail_json", fail_json),
-        mock.patch.object(basic.AnsibleModule, "run_command", run_command or mock.Mock(side_effect=AssertionError)),
-        pytest.raises(ModuleExit) as info,
-    ):
-        lr_module.main()
-    return info.value
-
-
-def test_missing_executable_fails_without_path_fallback(tmp_path):
+def test_missing_executable_fails_without_path_fallback(tmp_path, run_module):
     exe = str(tmp_path / "bin" / "luarocks")
-    run_command = mock.Mock(side_effect=AssertionError("must not run anything"))
-    out = run_main({"name": "lua-cjson", "executable": exe}, run_command)
-    assert out.failed
-    assert f"luarocks executable {exe} does not exist" in out.result["msg"]
-    assert "does not fall back to a luarocks on PATH" in out.result["msg"]
-    run_command.assert_not_called()
+    failed, result = run_module(lr_module.main, {"name": "lua-cjson", "executable": exe}, commands=[])
+    assert failed
+    assert f"luarocks executable {exe} does not exist" in result["msg"]
+    assert "does not fall back to a luarocks on PATH" in result["msg"]
 
 
 def test_default_executable_is_torchs():
@@ -582,11 +346,11 @@ def test_default_executable_is_torchs():
     assert spec["executable"]["default"] == "/opt/torch/install/bin/luarocks"
 
 
-def test_non_executable_file_fails(tmp_path):
+def test_non_executable_file_fails(tmp_path, run_module):
     exe = tmp_path / "luarocks"
     exe.write_text("#!/bin/sh\n")
-    out = run_main({"name": "x", "executable": str(exe)})
-    assert out.failed and "is not an executable file" in out.result["msg"]
+    failed, result = run_module(lr_module.main, {"name": "x", "executable": str(exe)}, commands=[])
+    assert failed and "is not an executable file" in result["msg"]
 
 
 @pytest.mark.parametrize(
@@ -601,66 +365,47 @@ def test_non_executable_file_fails(tmp_path):
         ({"name": "a", "executable": "luarocks"}, "executable must be an absolute path"),
     ],
 )
-def test_invalid_combinations(args, msg):
-    out = run_main(args)
-    assert out.failed
-    assert msg in out.result["msg"]
+def test_invalid_combinations(args, msg, run_module):
+    failed, result = run_module(lr_module.main, args, commands=[])
+    assert failed
+    assert msg in result["msg"]
 
 
-@pytest.fixture
-def fake_exe(tmp_path):
-    exe = tmp_path / "torch" / "bin" / "luarocks"
-    exe.parent.mkdir(parents=True)
-    exe.write_text("#!/bin/sh\nexit 99\n")
-    exe.chmod(0o755)
-    return str(exe)
-
-
-def test_main_runs_argv_lists_with_env_and_path(fake_exe):
+def test_main_runs_argv_lists_with_env_and_path(fake_exe, run_module):
     seen = []
 
-    def run_command(self, argv, cwd=None, environ_update=None, check_rc=False, **kw):
+    def run_command(argv, cwd=None, environ_update=None, check_rc=False, **kw):
         seen.append((argv, environ_update))
         return 0, listing(("lua-cjson", "2.1.0-1")), ""
 
-    out = run_main(
+    failed, result = run_module(
+        lr_module.main,
         {"name": "lua-cjson", "executable": fake_exe, "tree": "/t", "env": {"CMAKE_BUILD_TYPE": "Release"}},
-        run_command,
+        run_command=run_command,
     )
-    assert not out.failed
-    assert out.result["changed"] is False
+    assert not failed
+    assert result["changed"] is False
     argv, env = seen[0]
     assert isinstance(argv, list)
     assert argv == [fake_exe, "--tree=/t", "list", "--porcelain", "lua-cjson"]
     assert env["CMAKE_BUILD_TYPE"] == "Release"
     assert env["PATH"].split(":")[0] == fake_exe.rsplit("/", 1)[0]
     assert env["LC_ALL"] == "C"
-    json.dumps(out.result)
 
 
-def test_main_check_mode_runs_no_install(fake_exe):
-    seen = []
-
-    def run_command(self, argv, **kw):
-        seen.append(argv)
-        return 0, "", ""
-
-    out = run_main({"name": ["lua-cjson"], "executable": fake_exe, "_ansible_check_mode": True}, run_command)
-    assert not out.failed and out.result["changed"] is True
-    assert [a[1] for a in seen] == ["list"]
-
-
-def test_main_failure_is_fail_json(fake_exe):
-    def run_command(self, argv, **kw):
-        if "install" in argv:
-            return 1, "", "Error: No results matching query were found for Lua 5.1.\n"
-        return 0, "", ""
-
-    out = run_main({"name": "nosuch", "executable": fake_exe}, run_command)
-    assert out.failed
-    assert out.result["msg"].startswith("luarocks install failed for rock 'nosuch' (rc=1)")
-    assert "No results matching query" in out.result["msg"]
-    assert out.result["rc"] == 1
+def test_main_failure_is_fail_json(fake_exe, run_module):
+    failed, result = run_module(
+        lr_module.main,
+        {"name": "nosuch", "executable": fake_exe},
+        commands=[
+            {"argv": [fake_exe, "list", "--porcelain", "nosuch"]},
+            {"argv": [fake_exe, "install", "nosuch"], "rc": 1, "err": "Error: No results matching query were found.\n"},
+        ],
+    )
+    assert failed
+    assert result["msg"].startswith("luarocks install failed for rock 'nosuch' (rc=1)")
+    assert "No results matching query" in result["msg"]
+    assert result["rc"] == 1
 
 
 def test_module_code_parses_as_python38():

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 import tarfile
+import time
 
 import pytest
 from ansible.module_utils.common.arg_spec import ArgumentSpecValidator
@@ -289,12 +291,38 @@ def test_activation_files_and_no_rc_edits(env):
     assert os.listdir(tmp_path / "home") == []  # no .bashrc / .profile written
 
 
-def test_probes_never_get_a_terminal(env):
-    """Build steps go through Runner.run, whose real implementation closes stdin."""
-    import inspect
+@pytest.fixture
+def stdin_that_blocks():
+    """fd 0 becomes a pipe nobody writes to or closes: a child that inherits it and reads waits forever."""
+    read_end, write_end = os.pipe()
+    saved = os.dup(0)
+    os.dup2(read_end, 0)
+    os.close(read_end)
+    try:
+        yield
+    finally:
+        os.dup2(saved, 0)
+        os.close(saved)
+        os.close(write_end)
 
-    assert "stdin=subprocess.DEVNULL" in inspect.getsource(tb.Runner.run)
-    assert "stdin=subprocess.DEVNULL" in inspect.getsource(tb.Runner.capture)
+
+# A prompt: reads one answer. `timeout` ends it if it waits (rc 124) so a failing test cannot hang.
+PROMPT = ["timeout", "{}", "sh", "-c", 'if read -r answer; then echo "answer: $answer"; else echo "no answer"; fi']
+
+
+def test_build_steps_and_probes_never_wait_on_stdin(stdin_that_blocks, tmp_path):
+    """A prompt in a build step or probe (install.sh asks before editing ~/.bashrc) ends at once."""
+    prompt = [arg.replace("{}", "1") for arg in PROMPT]
+    # the premise: with the module's stdin, a prompt would wait
+    assert subprocess.run(prompt, stdout=subprocess.PIPE, check=False).returncode == 124
+    prompt = [arg.replace("{}", "20") for arg in PROMPT]
+    runner = tb.Runner()
+    started = time.monotonic()
+    assert runner.capture(prompt) == (0, "no answer\n")
+    with open(tmp_path / "step.log", "w") as log:
+        assert runner.run(prompt, str(tmp_path), {"PATH": os.environ["PATH"]}, log) == 0
+    assert (tmp_path / "step.log").read_text() == "no answer\n"
+    assert time.monotonic() - started < 10
 
 
 # --------------------------------------------------------------------------- rebuild decision
