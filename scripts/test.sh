@@ -46,7 +46,50 @@ stage_build() {
     echo "the collection tarball contains test files (listed above): fix build_ignore in galaxy.yml"
     return 1
   fi
-  echo "built $(basename "$tarball"): $(tar -tzf "$tarball" | wc -l) files, no test files"
+  tar -tzf "$tarball" | grep -x COPYING >/dev/null || { echo "the tarball lacks COPYING (galaxy.yml's license)"; return 1; }
+  echo "built $(basename "$tarball"): $(tar -tzf "$tarball" | wc -l) files, COPYING, no test files"
+  install_as_users_do "$tarball"
+}
+
+# What a user of the collection does: install the tarball into an empty collections path, its
+# dependencies satisfied offline by what the pinned `ansible` package bundles (galaxy.yml's bounds
+# are checked against those versions; nothing comes from the network), then, from a directory
+# outside this checkout and without its ansible.cfg (so the .cache link cannot be used),
+# syntax-check every collection playbook and render the docs of every plugin and role.
+install_as_users_do() {
+  local tarball=$1 start=$SECONDS
+  local home="${TMPDIR:-/var/tmp}/rnn_bootstrap-user"
+  rm -rf "$home" && mkdir -p "$home/collections"
+  local bundled
+  bundled=$("$VENV/bin/python" -c 'import ansible_collections, os; print(os.path.dirname(list(ansible_collections.__path__)[0]))')
+  (
+    set -e
+    cd "$home"
+    unset ANSIBLE_CONFIG
+    export ANSIBLE_COLLECTIONS_PATH="$home/collections:$bundled" ANSIBLE_COLLECTIONS_SCAN_SYS_PATH=false ANSIBLE_NOCOLOR=1
+    echo "+ ansible-galaxy collection install --offline -p $home/collections $(basename "$tarball")"
+    ansible-galaxy collection install --offline -p "$home/collections" "$tarball"
+    local installed="$home/collections/ansible_collections/rnn_bootstrap/char_rnn"
+    [ -f "$installed/MANIFEST.json" ] && [ -f "$installed/COPYING" ]
+    ansible-galaxy collection list rnn_bootstrap.char_rnn | grep -F "$home/collections"
+    local path name
+    for path in "$installed"/playbooks/*.yml; do
+      name=$(basename "$path" .yml)
+      echo "+ ansible-playbook rnn_bootstrap.char_rnn.$name --syntax-check"
+      ansible-playbook "rnn_bootstrap.char_rnn.$name" --syntax-check
+    done
+    doc() {  # ansible-doc TYPE NAME: fails on docs it cannot render; must come from the install
+      echo "+ ansible-doc -t $1 rnn_bootstrap.char_rnn.$2"
+      ansible-doc -t "$1" "rnn_bootstrap.char_rnn.$2" >"$home/doc.txt"
+      grep -qF "$installed" "$home/doc.txt" || { cat "$home/doc.txt"; echo "not rendered from the installed copy"; return 1; }
+      head -n 1 "$home/doc.txt"
+    }
+    for path in "$installed"/plugins/modules/*.py; do doc module "$(basename "$path" .py)"; done
+    for path in "$installed"/roles/*/; do doc role "$(basename "$path")"; done
+    doc inventory ec2
+    doc filter train_status
+  ) || { echo "installing the tarball as a user would failed (above)"; return 1; }
+  echo "installed as a user would and checked in $((SECONDS - start))s"
 }
 
 stage_sanity() {
