@@ -48,7 +48,36 @@ stage_build() {
   fi
   tar -tzf "$tarball" | grep -x COPYING >/dev/null || { echo "the tarball lacks COPYING (galaxy.yml's license)"; return 1; }
   echo "built $(basename "$tarball"): $(tar -tzf "$tarball" | wc -l) files, COPYING, no test files"
-  install_as_users_do "$tarball"
+  install_as_users_do "$tarball" || return 1
+  ee_context "$tarball"
+}
+
+# The execution environment: `ansible-builder create` from docs/execution-environment.yml, then
+# what the image build would install, read from that context: the collection tarball in
+# _build/requirements.yml, and the context's own introspect.py (the builder stage's step) run on
+# the collection as installed above, which must list the controller's requirements from
+# meta/execution-environment.yml. Building the image needs its base image: not done here.
+ee_context() {
+  local tarball=$1 start=$SECONDS
+  local context="${TMPDIR:-/var/tmp}/rnn_bootstrap-ee"
+  local collections="${TMPDIR:-/var/tmp}/rnn_bootstrap-user/collections"
+  rm -rf "$context"
+  (
+    set -e
+    echo "+ ansible-builder create -f docs/execution-environment.yml -c $context"
+    ansible-builder create -f docs/execution-environment.yml -c "$context"
+    grep -F "$(basename "$tarball")" "$context/_build/requirements.yml"
+    cmp "$tarball" "$context/_build/collections/$(basename "$tarball")"
+    grep -E '^ARG ANSIBLE_INSTALL_REFS=' "$context/Containerfile"
+    echo "+ python $context/_build/scripts/introspect.py introspect $collections"
+    "$VENV/bin/python" "$context/_build/scripts/introspect.py" introspect "$collections" | tee "$context/introspect.txt"
+    local want
+    for want in 'boto3>=' 'botocore>=' 'torchfile==' 'numpy>=' 'openssh-client \[platform:dpkg\]' 'openssh-clients \[platform:rpm\]'; do
+      grep -E "^- '?$want.*# from collection rnn_bootstrap.char_rnn'?$" "$context/introspect.txt" >/dev/null \
+        || { echo "the execution environment would not get ${want//\\/} (meta/execution-environment.yml)"; return 1; }
+    done
+  ) || { echo "the execution environment's build context is incomplete (above)"; return 1; }
+  echo "execution environment build context checked in $((SECONDS - start))s (image not built: no base image here)"
 }
 
 # What a user of the collection does: install the tarball into an empty collections path, its
