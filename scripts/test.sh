@@ -29,7 +29,36 @@ setup() {
 }
 
 stage_lint() {
-  yamllint --strict . && ansible-lint --profile production && ruff check . && ruff format --check .
+  yamllint --strict . && ansible-lint --profile production && ruff check . && ruff format --check . \
+    && changelog_lint && docs_lint
+}
+
+# antsibull-changelog's lint, and a release entry for the version galaxy.yml declares. Fragments
+# added since are listed (a release takes them with `antsibull-changelog release --version V --update-existing`).
+changelog_lint() {
+  antsibull-changelog lint || return 1
+  "$VENV/bin/python" - <<'PY'
+import pathlib, sys, yaml
+version = yaml.safe_load(open("galaxy.yml"))["version"]
+releases = yaml.safe_load(open("changelogs/changelog.yaml"))["releases"] or {}
+if version not in releases:
+    sys.exit(f"changelogs/changelog.yaml has no release {version} (galaxy.yml's version): antsibull-changelog release --version {version}")
+released = {f for release in releases.values() for f in release.get("fragments", [])}
+pending = sorted(p.name for p in pathlib.Path("changelogs/fragments").glob("*.y*ml") if p.name not in released)
+print(f"changelog: release {version} present" + (f"; fragments not yet in a release: {', '.join(pending)}" if pending else ""))
+PY
+}
+
+# antsibull-docs' collection docs lint, plugin and role docs included. It copies the collection and
+# its dependencies with `git ls-files` when they sit in a Git checkout, and the venv's amazon.aws
+# (whose doc fragments plugins/inventory/ec2.py uses) sits in this one untracked: hand it a copy.
+docs_lint() {
+  local deps="${TMPDIR:-/var/tmp}/rnn_bootstrap-docs-lint"
+  rm -rf "$deps" && mkdir -p "$deps/ansible_collections/amazon"
+  cp -r "$("$VENV/bin/python" -c 'import ansible_collections.amazon.aws as m; print(list(m.__path__)[0])')" \
+    "$deps/ansible_collections/amazon/aws"
+  ANSIBLE_COLLECTIONS_PATH="$deps" antsibull-docs lint-collection-docs --plugin-docs . \
+    && echo "antsibull-docs lint-collection-docs --plugin-docs: clean"
 }
 
 stage_unit() {
