@@ -12,6 +12,9 @@
 # platforms whose images cannot be pulled are reported as NOT RUN).
 set -uo pipefail
 source "$(dirname "$0")/lib.sh"
+# The container test bed (podman) needs root: another user gets this script re-run through sudo,
+# with the environment (CHARRNN_*, TMPDIR). Root, as in CI, needs no sudo.
+if [ "$(id -u)" -ne 0 ]; then exec sudo -E "$0" "$@"; fi
 cd "$REPO" || exit 1
 
 stages=("$@")

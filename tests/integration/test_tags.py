@@ -329,3 +329,19 @@ def test_the_skeleton_would_notice_a_missing_apply(tmp_path: Path) -> None:
     )
     assert "inner" not in {t["task"]["name"] for p in json.loads(run.stdout)["plays"] for t in p["tasks"]}
     assert shutil.which("ansible-playbook")
+
+
+def test_torch7_install_phase_on_a_host_that_must_build_says_which_tag(tmp_path: Path) -> None:
+    """For real on localhost: with no store every host builds, and `--tags torch7:install` leaves
+    the build out. The role's checks, then a failure naming the tags that build (no build runs)."""
+    play = [{"hosts": "localhost", "gather_facts": False, "roles": [{"role": "rnn_bootstrap.char_rnn.torch7"}]}]
+    (tmp_path / "play.yml").write_text(yaml.safe_dump(play))
+    run = subprocess.run(
+        ["ansible-playbook", "-i", "localhost,", "-c", "local", "play.yml", "--tags", "torch7:install",
+         "-e", "torch7_artifact_store=''"],
+        cwd=tmp_path, env=_env(), capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert run.returncode == 2, run.stdout + run.stderr
+    assert "has to build Torch7" in run.stdout and "--tags torch7 or --tags torch7:build" in run.stdout, run.stdout
+    assert "Refuse an unpinned torch/distro" in run.stdout
+    assert "torch7 : Clone torch/distro" not in run.stdout and "Build Torch7 in the background" not in run.stdout
