@@ -100,8 +100,8 @@ _runs: dict[tuple[str, ...], set[str]] = {}
 def skeleton(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = _skeleton_collection(tmp_path_factory.mktemp("skeleton"))
     # Every run the tests below make, a few at a time (each is a whole ansible-playbook start-up).
-    runs = {("site",)} | {("site", *args) for args, _ in SITE_CASES} | {("site", "--tags", "provision")}
-    for playbook, tag, _ in PLAYBOOK_CASES:
+    runs = {("site",)} | {("site", *args) for args, _expected in SITE_CASES} | {("site", "--tags", "provision")}
+    for playbook, tag, _expected in PLAYBOOK_CASES:
         runs |= {(playbook,), (playbook, "--tags", tag), (playbook, "--skip-tags", tag)}
     with ThreadPoolExecutor(max_workers=4) as pool:
         for run, ran in zip(runs, pool.map(lambda run: _run_skeleton(root, *run), runs), strict=True):
@@ -147,7 +147,7 @@ def files(*names: str) -> set[str]:
     """'role/file.yml' for each NAME: a role (all its task files) or 'role/file.yml'."""
     out = set()
     for name in names:
-        role, _, file = name.partition("/")
+        role, _slash, file = name.partition("/")
         out |= {f"{role}/{path.name}" for path in (REPO / "roles" / role / "tasks").glob(file or "*.yml")}
     return out
 
@@ -259,25 +259,25 @@ def list_tasks(*args: str) -> list[tuple[str, set[str]]]:
 def test_list_tasks_torch7_build_phase() -> None:
     """The real site.yml: the build phase lists torch7's checks, plan, build and facts, not the install."""
     tasks = list_tasks("--tags", "torch7:build")
-    names = [name for name, _ in tasks]
+    names = [name for name, _tags in tasks]
     assert any(name.startswith("torch7 : Clone torch/distro and build Torch7") for name in names), names
     assert any(name.startswith("torch7 : Decide per host") for name in names), names
     assert not any("Install the artifact" in name for name in names), names
     # Ansible tags every role's argument validation `always`; nothing else of another role is listed.
     roles = {name.split(" : ")[0] for name in names if "Validating arguments against arg spec" not in name}
     assert roles == {"python_bootstrap", "torch7"}, roles
-    assert all("torch7:build" in tags or "always" in tags for _, tags in tasks), tasks
+    assert all("torch7:build" in tags or "always" in tags for _name, tags in tasks), tasks
 
 
 def test_list_tasks_skip_tags_removes_the_role() -> None:
     every = list_tasks()
     skipped = list_tasks("--skip-tags", "torch7,char_rnn:corpus")
-    assert any(name.startswith("torch7 :") for name, _ in every)
-    assert not any(name.startswith("torch7 :") for name, _ in skipped)
+    assert any(name.startswith("torch7 :") for name, _tags in every)
+    assert not any(name.startswith("torch7 :") for name, _tags in skipped)
     corpus = {name for name, tags in every if "char_rnn:corpus" in tags and "char_rnn:install" not in tags}
     assert corpus, every
-    assert not corpus & {name for name, _ in skipped}
-    assert {name for name, _ in skipped} >= {name for name, tags in every if "char_rnn:install" in tags}
+    assert not corpus & {name for name, _tags in skipped}
+    assert {name for name, _tags in skipped} >= {name for name, tags in every if "char_rnn:install" in tags}
 
 
 def test_every_role_task_carries_its_role_tag() -> None:
