@@ -12,6 +12,9 @@
 # platforms whose images cannot be pulled are reported as NOT RUN).
 set -uo pipefail
 source "$(dirname "$0")/lib.sh"
+# The container test bed (podman) needs root: another user gets this script re-run through sudo,
+# with the environment (CHARRNN_*, TMPDIR). Root, as in CI, needs no sudo.
+if [ "$(id -u)" -ne 0 ]; then exec sudo -E "$0" "$@"; fi
 cd "$REPO" || exit 1
 
 stages=("$@")
@@ -29,7 +32,36 @@ setup() {
 }
 
 stage_lint() {
-  yamllint --strict . && ansible-lint --profile production && ruff check . && ruff format --check .
+  yamllint --strict . && ansible-lint --profile production && ruff check . && ruff format --check . \
+    && changelog_lint && docs_lint
+}
+
+# antsibull-changelog's lint, and a release entry for the version galaxy.yml declares. Fragments
+# added since are listed (a release takes them with `antsibull-changelog release --version V --update-existing`).
+changelog_lint() {
+  antsibull-changelog lint || return 1
+  "$VENV/bin/python" - <<'PY'
+import pathlib, sys, yaml
+version = yaml.safe_load(open("galaxy.yml"))["version"]
+releases = yaml.safe_load(open("changelogs/changelog.yaml"))["releases"] or {}
+if version not in releases:
+    sys.exit(f"changelogs/changelog.yaml has no release {version} (galaxy.yml's version): antsibull-changelog release --version {version}")
+released = {f for release in releases.values() for f in release.get("fragments", [])}
+pending = sorted(p.name for p in pathlib.Path("changelogs/fragments").glob("*.y*ml") if p.name not in released)
+print(f"changelog: release {version} present" + (f"; fragments not yet in a release: {', '.join(pending)}" if pending else ""))
+PY
+}
+
+# antsibull-docs' collection docs lint, plugin and role docs included. It copies the collection and
+# its dependencies with `git ls-files` when they sit in a Git checkout, and the venv's amazon.aws
+# (whose doc fragments plugins/inventory/ec2.py uses) sits in this one untracked: hand it a copy.
+docs_lint() {
+  local deps="${TMPDIR:-/var/tmp}/rnn_bootstrap-docs-lint"
+  rm -rf "$deps" && mkdir -p "$deps/ansible_collections/amazon"
+  cp -r "$("$VENV/bin/python" -c 'import ansible_collections.amazon.aws as m; print(list(m.__path__)[0])')" \
+    "$deps/ansible_collections/amazon/aws"
+  ANSIBLE_COLLECTIONS_PATH="$deps" antsibull-docs lint-collection-docs --plugin-docs . \
+    && echo "antsibull-docs lint-collection-docs --plugin-docs: clean"
 }
 
 stage_unit() {
@@ -46,7 +78,79 @@ stage_build() {
     echo "the collection tarball contains test files (listed above): fix build_ignore in galaxy.yml"
     return 1
   fi
-  echo "built $(basename "$tarball"): $(tar -tzf "$tarball" | wc -l) files, no test files"
+  tar -tzf "$tarball" | grep -x COPYING >/dev/null || { echo "the tarball lacks COPYING (galaxy.yml's license)"; return 1; }
+  echo "built $(basename "$tarball"): $(tar -tzf "$tarball" | wc -l) files, COPYING, no test files"
+  install_as_users_do "$tarball" || return 1
+  ee_context "$tarball"
+}
+
+# The execution environment: `ansible-builder create` from docs/execution-environment.yml, then
+# what the image build would install, read from that context: the collection tarball in
+# _build/requirements.yml, and the context's own introspect.py (the builder stage's step) run on
+# the collection as installed above, which must list the controller's requirements from
+# meta/execution-environment.yml. Building the image needs its base image: not done here.
+ee_context() {
+  local tarball=$1 start=$SECONDS
+  local context="${TMPDIR:-/var/tmp}/rnn_bootstrap-ee"
+  local collections="${TMPDIR:-/var/tmp}/rnn_bootstrap-user/collections"
+  rm -rf "$context"
+  (
+    set -e
+    echo "+ ansible-builder create -f docs/execution-environment.yml -c $context"
+    ansible-builder create -f docs/execution-environment.yml -c "$context"
+    grep -F "$(basename "$tarball")" "$context/_build/requirements.yml"
+    cmp "$tarball" "$context/_build/collections/$(basename "$tarball")"
+    grep -E '^ARG ANSIBLE_INSTALL_REFS=' "$context/Containerfile"
+    echo "+ python $context/_build/scripts/introspect.py introspect $collections"
+    "$VENV/bin/python" "$context/_build/scripts/introspect.py" introspect "$collections" | tee "$context/introspect.txt"
+    local want
+    for want in 'boto3>=' 'botocore>=' 'torchfile==' 'numpy>=' 'openssh-client \[platform:dpkg\]' 'openssh-clients \[platform:rpm\]'; do
+      grep -E "^- '?$want.*# from collection rnn_bootstrap.char_rnn'?$" "$context/introspect.txt" >/dev/null \
+        || { echo "the execution environment would not get ${want//\\/} (meta/execution-environment.yml)"; return 1; }
+    done
+  ) || { echo "the execution environment's build context is incomplete (above)"; return 1; }
+  echo "execution environment build context checked in $((SECONDS - start))s (image not built: no base image here)"
+}
+
+# What a user of the collection does: install the tarball into an empty collections path, its
+# dependencies satisfied offline by what the pinned `ansible` package bundles (galaxy.yml's bounds
+# are checked against those versions; nothing comes from the network), then, from a directory
+# outside this checkout and without its ansible.cfg (so the .cache link cannot be used),
+# syntax-check every collection playbook and render the docs of every plugin and role.
+install_as_users_do() {
+  local tarball=$1 start=$SECONDS
+  local home="${TMPDIR:-/var/tmp}/rnn_bootstrap-user"
+  rm -rf "$home" && mkdir -p "$home/collections"
+  local bundled
+  bundled=$("$VENV/bin/python" -c 'import ansible_collections, os; print(os.path.dirname(list(ansible_collections.__path__)[0]))')
+  (
+    set -e
+    cd "$home"
+    unset ANSIBLE_CONFIG
+    export ANSIBLE_COLLECTIONS_PATH="$home/collections:$bundled" ANSIBLE_COLLECTIONS_SCAN_SYS_PATH=false ANSIBLE_NOCOLOR=1
+    echo "+ ansible-galaxy collection install --offline -p $home/collections $(basename "$tarball")"
+    ansible-galaxy collection install --offline -p "$home/collections" "$tarball"
+    local installed="$home/collections/ansible_collections/rnn_bootstrap/char_rnn"
+    [ -f "$installed/MANIFEST.json" ] && [ -f "$installed/COPYING" ]
+    ansible-galaxy collection list rnn_bootstrap.char_rnn | grep -F "$home/collections"
+    local path name
+    for path in "$installed"/playbooks/*.yml; do
+      name=$(basename "$path" .yml)
+      echo "+ ansible-playbook rnn_bootstrap.char_rnn.$name --syntax-check"
+      ansible-playbook "rnn_bootstrap.char_rnn.$name" --syntax-check
+    done
+    doc() {  # ansible-doc TYPE NAME: fails on docs it cannot render; must come from the install
+      echo "+ ansible-doc -t $1 rnn_bootstrap.char_rnn.$2"
+      ansible-doc -t "$1" "rnn_bootstrap.char_rnn.$2" >"$home/doc.txt"
+      grep -qF "$installed" "$home/doc.txt" || { cat "$home/doc.txt"; echo "not rendered from the installed copy"; return 1; }
+      head -n 1 "$home/doc.txt"
+    }
+    for path in "$installed"/plugins/modules/*.py; do doc module "$(basename "$path" .py)"; done
+    for path in "$installed"/roles/*/; do doc role "$(basename "$path")"; done
+    doc inventory ec2
+    doc filter train_status
+  ) || { echo "installing the tarball as a user would failed (above)"; return 1; }
+  echo "installed as a user would and checked in $((SECONDS - start))s"
 }
 
 stage_sanity() {

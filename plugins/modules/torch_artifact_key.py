@@ -62,7 +62,7 @@ attributes:
     support: none
 notes:
   - Fails when O(blas_soname) does not resolve - install the BLAS runtime first (role
-    M(rnn_bootstrap.char_rnn.system_deps)).
+    P(rnn_bootstrap.char_rnn.system_deps#role)).
 """
 
 EXAMPLES = r"""
