@@ -160,7 +160,7 @@ def main() -> None:
         },
         supports_check_mode=True,
     )
-    path = os.path.expanduser(module.params["known_hosts"])
+    path = module.params["known_hosts"]  # type path: ~ already expanded
     ids = list(dict.fromkeys(module.params["instance_ids"]))
     text = read_file(path)
     result = {"changed": False, "keys": {}, "added": [], "known_hosts": path}
