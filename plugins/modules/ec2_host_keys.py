@@ -17,7 +17,8 @@ description:
     plugin P(rnn_bootstrap.char_rnn.ec2#inventory) points SSH at the same file with C(StrictHostKeyChecking=yes).
     Keys tied to the instance ID stay right when an address changes or is reused by another instance.
   - An instance already recorded with other keys is refused, with the fingerprints recorded and now shown,
-    and nothing is written. Its keys only change if the instance was rebuilt or something is in the way.
+    and nothing is written. An instance's host keys change only when it is rebuilt, or when something
+    impersonates it.
   - O(state=absent) removes the instances' lines (for example after they were terminated).
 author:
   - rnn_bootstrap maintainers (@rnn-bootstrap)
