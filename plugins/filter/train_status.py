@@ -51,7 +51,8 @@ EXAMPLES = r"""
 RETURN = r"""
 _value:
   description: The figures (run, service, iteration, total_iterations, epoch, max_epochs, train_loss, seconds_per_batch,
-    val_loss, eta_seconds, restarts, finished, errors) and C(line), the formatted line.
+    val_loss, eta_seconds, restarts, finished, errors, stopped) and C(line), the formatted line. C(stopped) is why the
+    launcher stopped the run (low disk space), or null.
   type: dict
 """
 
@@ -106,7 +107,13 @@ def train_status(
     if finished and total:
         iteration = total
     spb = progress.get("seconds_per_batch")
-    eta = 0 if finished else (max(0, total - iteration) * spb if None not in (total, iteration, spb) else None)
+    stopped = (state.get("stopped") or {}).get("reason")
+    if finished:
+        eta = 0
+    elif stopped or None in (total, iteration, spb):  # a stopped run does not go on by itself
+        eta = None
+    else:
+        eta = max(0, total - iteration) * spb
     max_epochs = state.get("max_epochs")
     val_loss = progress.get("val_loss")
     if val_loss is None and segment.get("init_from"):  # no checkpoint yet in this segment: the one it resumed
@@ -126,6 +133,7 @@ def train_status(
         "restarts": max(0, len(segments) - 1),
         "finished": finished,
         "errors": list(progress.get("errors") or []),
+        "stopped": stopped,
     }
     epochs = _fmt(epoch, ".2f") + ("/" + _fmt(max_epochs, "g") if max_epochs is not None else "")
     line = (
@@ -133,6 +141,8 @@ def train_status(
         f"train loss {_fmt(figures['train_loss'], '.4f')} | {_fmt(spb, '.3f')} s/batch | "
         f"val loss {_fmt(figures['val_loss'], '.4f')} | ETA {duration(eta)} | restarts {figures['restarts']}"
     )
+    if stopped:
+        line += f" | stopped: {stopped}"
     if figures["errors"]:
         line += f" | error: {figures['errors'][-1]}"
     figures["line"] = line

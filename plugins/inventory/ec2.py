@@ -17,6 +17,10 @@ description:
     C(ubuntu) for Ubuntu, C(admin) for Debian, C(rocky) for Rocky Linux) and C(ansible_host) to the public
     or private IPv4 address. O(compose) can override both.
   - The inventory hostname is the instance ID unless O(hostnames) says otherwise.
+  - Sets C(ansible_ssh_common_args) so that SSH checks each host's key against O(known_hosts), where
+    C(playbooks/provision.yml) recorded it from the instance's console output, under the instance ID
+    (C(-o UserKnownHostsFile=<known_hosts> -o StrictHostKeyChecking=yes -o HostKeyAlias=<instance ID>)),
+    so that a host whose key is not there, or differs, is refused. O(compose) can override it.
 notes:
   - Credentials come from the standard AWS sources only (environment, shared profile, instance role).
   - boto3 also honours C(AWS_ENDPOINT_URL); O(endpoint_url) is meant for AWS-compatible test endpoints such as moto.
@@ -76,6 +80,14 @@ options:
     description: Fail on an C(UnauthorizedOperation) error instead of skipping the region.
     type: bool
     default: true
+  known_hosts:
+    description:
+      - The known_hosts file SSH checks the hosts' keys against (the role C(ec2_fleet)'s C(ec2_fleet_known_hosts)).
+      - An empty value leaves C(ansible_ssh_common_args) unset (SSH then uses its own configuration).
+    type: str
+    default: ~/.ssh/known_hosts.rnn_bootstrap
+    env:
+      - name: RNN_BOOTSTRAP_KNOWN_HOSTS
   endpoint_url:
     description:
       - URL to use instead of the default AWS endpoints, for AWS-compatible services such as moto.
@@ -103,6 +115,8 @@ keyed_groups:
 """
 
 import contextlib
+import os
+import shlex
 
 from ansible.errors import AnsibleParserError
 from ansible_collections.amazon.aws.plugins.inventory.aws_ec2 import InventoryModule as AwsEc2InventoryModule
@@ -118,6 +132,13 @@ from ansible_collections.rnn_bootstrap.char_rnn.plugins.module_utils.ec2_distros
 # AWSInventoryBase.parse() reports a missing boto3 through require_aws_sdk().
 with contextlib.suppress(ImportError):
     import boto3
+
+
+def ssh_args(known_hosts: str, instance_id: str) -> str:
+    """SSH options that check the host's key against ``known_hosts`` under its instance ID, and refuse any other."""
+    # the path in double quotes, which ssh strips: a space in it would otherwise start a second file
+    options = (f'UserKnownHostsFile="{known_hosts}"', "StrictHostKeyChecking=yes", f"HostKeyAlias={instance_id}")
+    return " ".join(shlex.quote(f"-o{option}") for option in options)
 
 
 class InventoryModule(AwsEc2InventoryModule):
@@ -178,6 +199,10 @@ class InventoryModule(AwsEc2InventoryModule):
         address = self._address(host_vars)
         if address:
             extra["ansible_host"] = address
+        known_hosts = self.get_option("known_hosts")
+        instance_id = host_vars.get("instance_id")
+        if known_hosts and instance_id:
+            extra["ansible_ssh_common_args"] = ssh_args(os.path.expanduser(known_hosts), instance_id)
         user = login_user(distro)
         if user:
             extra["ansible_user"] = user

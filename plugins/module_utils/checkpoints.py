@@ -298,15 +298,17 @@ def _sortable(value: Any) -> float:
     return -math.inf
 
 
+def _newness(entry: dict[str, Any]) -> tuple:
+    """Sort key of "newer": modification time, then iteration, then epoch, then name."""
+    return (entry["mtime"], _sortable(entry.get("iteration")), _sortable(entry["epoch"]), entry["name"])
+
+
 def latest_of(entries: list[dict[str, Any]]) -> dict[str, Any] | None:
     """Newest valid checkpoint: modification time, then iteration, then epoch, then name."""
     valid = [e for e in entries if e["valid"]]
     if not valid:
         return None
-    return max(
-        valid,
-        key=lambda e: (e["mtime"], _sortable(e.get("iteration")), _sortable(e["epoch"]), e["name"]),
-    )
+    return max(valid, key=_newness)
 
 
 def _loss(entry: dict[str, Any]) -> float:
@@ -324,6 +326,24 @@ def best_of(entries: list[dict[str, Any]]) -> dict[str, Any] | None:
     if not candidates:
         return None
     return min(candidates, key=lambda e: (_loss(e), -e["mtime"], -_sortable(e.get("iteration"))))
+
+
+def retention(entries: list[dict[str, Any]], keep_newest: int) -> dict[str, list[dict[str, Any]]]:
+    """Which checkpoints to keep and which to remove when keeping the best and the newest ``keep_newest``.
+
+    Valid means what latest_of and best_of take (a complete file); invalid files (cut short by a
+    crash) are never kept. ``keep_newest`` 0 (or less) keeps everything, as char-rnn does. The
+    best is kept as well as the newest ones, so at most ``keep_newest + 1`` files stay.
+    """
+    if keep_newest <= 0:
+        return {"keep": list(entries), "remove": []}
+    newest = sorted((e for e in entries if e["valid"]), key=_newness, reverse=True)[:keep_newest]
+    best = best_of(entries)
+    kept = {e["path"] for e in newest} | ({best["path"]} if best else set())
+    return {
+        "keep": [e for e in entries if e["path"] in kept],
+        "remove": [e for e in entries if e["path"] not in kept],
+    }
 
 
 def discover(directory: str, savefile: str | None = None, torchfile: Any = None) -> dict[str, Any]:

@@ -23,7 +23,14 @@ The systemd unit char-rnn-train-RUN.service runs this as the training user. It:
   OpenMP waiting; a dict fixes them;
 * runs ``th train.lua`` with its output line-buffered and copies every line both to standard
   output (the journal) and to the run's log file;
-* exits 0 without training when the run has already reached max_epochs.
+* exits 0 without training when the run has already reached max_epochs;
+* with ``keep_checkpoints`` N > 0, removes after every checkpoint all but the best and the newest N
+  valid ones (checkpoints.retention: the same "valid" and "best" as checkpoint_info);
+* stops train.lua before a checkpoint would take the checkpoint folder's file system below
+  ``min_free_mb`` (the next checkpoint is taken to be the newest one's size plus its growth), and
+  does not start it when the space is short already: the reason goes to the journal, the log and
+  the state file (status.yml shows it), and the exit status is EXIT_LOW_DISK, which the unit does
+  not restart on (``RestartPreventExitStatus``): free space, then start the unit again to resume.
 
 A change of what makes the model (data set, model, rnn_size, num_layers, seq_length, batch_size,
 train/val fractions) starts a new run: the old checkpoints of this savefile move to a
@@ -32,6 +39,7 @@ train/val fractions) starts a new run: the old checkpoints of this savefile move
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -54,6 +62,8 @@ STATE_VERSION = 1
 # makes the old checkpoints useless for -init_from (or changes what an iteration is).
 MODEL_KEYS = ("data_dir", "model", "rnn_size", "num_layers", "seq_length", "batch_size", "train_frac", "val_frac")
 PREFIX = "char-rnn launcher:"
+EXIT_LOW_DISK = 75  # EX_TEMPFAIL; the unit's RestartPreventExitStatus: not a crash to restart from
+MB = 1024 * 1024
 
 
 # ----------------------------------------------------------------------------- pure decisions
@@ -435,6 +445,91 @@ class SpeedWatch:
         return None
 
 
+# ----------------------------------------------------------------------------- disk space
+
+
+def next_checkpoint_size(newest_size: int, eval_val_every: int) -> int:
+    """What the next checkpoint will take: the newest one grown by train.lua's loss tables.
+
+    A checkpoint holds train_losses (one number -> number entry, 24 bytes, per iteration so far)
+    and val_losses (one per checkpoint) beside the weights, so each is larger than the last.
+    """
+    if newest_size <= 0:
+        return 0
+    return newest_size + 24 * (max(1, eval_val_every) + 1) + 4096
+
+
+class DiskGuard:
+    """Tells when free space on the checkpoint folder's file system is too low for the next checkpoint.
+
+    ``short()`` compares the space available to the training user (statvfs f_bavail) with the floor
+    plus the next checkpoint's size. ``feed`` takes train.lua's output line by line: it checks when
+    train.lua starts the evaluation that comes before a save, when it announces the save, and
+    otherwise at most every ``every`` seconds; it returns the reason to stop, or None.
+    """
+
+    def __init__(self, directory: str, floor_mb: int, checkpoint_size: int = 0, statvfs: Any = os.statvfs,
+                 clock: Any = time.monotonic, every: float = 2.0) -> None:  # fmt: skip
+        self.directory, self.floor, self.checkpoint_size = directory, max(0, floor_mb) * MB, checkpoint_size
+        self.statvfs, self.clock, self.every = statvfs, clock, every
+        self.checked = -math.inf
+
+    def free(self) -> int:
+        st = self.statvfs(self.directory)
+        return st.f_bavail * st.f_frsize
+
+    def short(self) -> str | None:
+        self.checked = self.clock()
+        free = self.free()
+        if free >= self.floor + self.checkpoint_size:
+            return None
+        return (
+            f"{free / MB:.1f} MB free in {self.directory}, less than char_rnn_train_min_free_mb "
+            f"{self.floor // MB} MB plus {self.checkpoint_size / MB:.1f} MB for the next checkpoint"
+        )
+
+    def feed(self, line: str) -> str | None:
+        evaluating = char_rnn_log.EVALUATING_RE.search(line)
+        if (evaluating and evaluating.group("split") == "2") or char_rnn_log.CHECKPOINT_RE.search(line):
+            return self.short()
+        if self.clock() - self.checked >= self.every:
+            return self.short()
+        return None
+
+
+def prune(directory: str, savefile: str, keep: int, tee: Tee, training: bool = False) -> list[str]:
+    """Remove all but the best and the newest ``keep`` valid checkpoints of ``savefile``; the paths removed.
+
+    While train.lua runs (``training``), a file that is not complete may be the one it is writing
+    (it can be ahead of the output read so far): invalid files are then left for later.
+    """
+    if keep <= 0:
+        return []
+    entries = checkpoints.discover(directory, savefile)["checkpoints"]
+    best = checkpoints.best_of(entries)
+    removed = []
+    for entry in checkpoints.retention(entries, keep)["remove"]:
+        if training and not entry["valid"]:
+            continue
+        try:
+            os.remove(entry["path"])
+        except FileNotFoundError:
+            continue
+        removed.append(entry["path"])
+        why = "cut short" if not entry["valid"] else f"keeping the newest {keep} and the best ({best['name']})"
+        tee.say(f"removed checkpoint {entry['name']}: {why}")
+    return removed
+
+
+def remove_cut_short(directory: str, savefile: str, since: float, tee: Tee) -> None:
+    """Remove the invalid checkpoints of ``savefile`` written since ``since`` (by the train.lua just stopped)."""
+    for entry in checkpoints.discover(directory, savefile)["checkpoints"]:
+        if not entry["valid"] and entry["mtime"] >= since - 1:
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(entry["path"])
+                tee.say(f"removed {entry['name']}: train.lua stopped while writing it ({entry['invalid_reason']})")
+
+
 def usable_cpus() -> int:
     try:
         return len(os.sched_getaffinity(0))
@@ -492,14 +587,31 @@ def supersede(paths: list[str], directory: str, tee: Tee) -> None:
     tee.say(f"moved {len(paths)} checkpoint(s) of the previous model to {dest}")
 
 
+class LowDisk:
+    """run_trainer's result when the DiskGuard stopped train.lua."""
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+
+
 def run_trainer(
-    argv: list[str], env: dict[str, str], cwd: str, tee: Tee, watch: SpeedWatch | None = None
-) -> int | str | None:
+    argv: list[str],
+    env: dict[str, str],
+    cwd: str,
+    tee: Tee,
+    watch: SpeedWatch | None = None,
+    guard: DiskGuard | None = None,
+    saved: Any = None,
+) -> int | str | LowDisk | None:
     """train.lua's exit status (128 + N when killed by signal N); None when stopped by systemctl;
-    the reason when ``watch`` asked for a new probe (train.lua is then stopped)."""
+    the reason when ``watch`` asked for a new probe, LowDisk when ``guard`` found the space short
+    (train.lua is then stopped). ``saved(path)`` is called once each checkpoint is complete: at
+    train.lua's next line of progress, or its exit."""
     child = subprocess.Popen(argv, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     stopping: list[int] = []
     reprobe: str | None = None
+    low: str | None = None
+    saving: str | None = None  # the checkpoint train.lua announced and may still be writing
 
     def forward(signum: int, _frame: Any) -> None:
         stopping.append(signum)
@@ -511,13 +623,33 @@ def run_trainer(
     assert child.stdout is not None
     for line in iter(child.stdout.readline, b""):
         tee.write(line)
-        if watch is not None and reprobe is None and not stopping:
-            reprobe = watch.feed(line.decode("utf-8", "replace"))
+        if stopping or reprobe is not None or low is not None:
+            continue
+        text = line.decode("utf-8", "replace")
+        announced = char_rnn_log.CHECKPOINT_RE.search(text)
+        if announced:
+            saving = os.path.join(cwd, announced.group("path"))
+        elif saving and char_rnn_log.PROGRESS_RE.search(text):
+            if saved is not None:
+                saved(saving)
+            saving = None
+        low = guard.feed(text) if guard is not None else None
+        if low is not None:
+            if child.poll() is None:
+                child.terminate()
+            continue
+        if watch is not None:
+            reprobe = watch.feed(text)
             if reprobe is not None and child.poll() is None:
                 child.terminate()
     code = child.wait()
     for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         signal.signal(signum, signal.SIG_DFL)
+    if saving and code == 0 and saved is not None:
+        saved(saving)  # the final checkpoint, with no line of progress after it
+    if low is not None and not stopping:
+        tee.say(f"stopped train.lua before its next checkpoint: {low}")
+        return LowDisk(low)
     if reprobe is not None and not stopping:
         tee.say(f"{reprobe}: stopped train.lua to probe the thread settings again")
         return reprobe
@@ -530,6 +662,18 @@ def run_trainer(
     if code:
         tee.say(f"train.lua exited with status {code}")
     return code
+
+
+def stop_low_disk(config: dict[str, Any], state: dict[str, Any], state_path: str, reason: str, tee: Tee) -> int:
+    """Record why the run stopped (status.yml shows it) and exit with EXIT_LOW_DISK."""
+    state["stopped"] = {"reason": f"low disk space: {reason}", "at": time.time()}
+    save_json(state_path, state)
+    tee.say(
+        f"run {config['run']} stopped, low disk space: {reason}. Free space (or lower char_rnn_train_keep_checkpoints "
+        f"or char_rnn_train_min_free_mb), then start {config.get('unit', 'the unit')} again: it resumes from the "
+        "newest checkpoint"
+    )
+    return EXIT_LOW_DISK
 
 
 def main(argv: list[str]) -> int:
@@ -581,6 +725,11 @@ def start(argv: list[str]) -> int | str:
     if state is None:
         state = new_state(config, decision)
 
+    keep = int(config.get("keep_checkpoints") or 0)
+    prune(checkpoint_dir, options["savefile"], keep, tee)
+    guard = DiskGuard(checkpoint_dir, int(config.get("min_free_mb") or 0))
+    state.pop("stopped", None)
+
     if decision["action"] == "finished":
         add_segment(state, decision, now, tee.offset())
         save_json(state_path, state)
@@ -589,6 +738,12 @@ def start(argv: list[str]) -> int | str:
             f"iterations (newest checkpoint {decision['checkpoint']}); not training"
         )
         return 0
+
+    newest = checkpoints.latest_of(checkpoints.discover(checkpoint_dir, options["savefile"])["checkpoints"])
+    guard.checkpoint_size = next_checkpoint_size(newest["size"] if newest else 0, int(options["eval_val_every"]))
+    low = guard.short()
+    if low is not None:
+        return stop_low_disk(config, state, state_path, low, tee)
 
     env = {k: v for k, v in os.environ.items() if k not in THREAD_VARS}
     setting = config.get("threads", "auto")
@@ -629,7 +784,18 @@ def start(argv: list[str]) -> int | str:
     if stdbuf:  # Torch's print goes through C stdio: block-buffered into a pipe without this
         argv_th = [stdbuf, "-oL", "-eL", *argv_th]
     watch = SpeedWatch(reference, probed_at + REPROBE_EVERY, WATCH_WINDOW) if reference else None
-    code = run_trainer(argv_th, env, chdir, tee, watch)
+
+    def saved(path: str) -> None:
+        prune(checkpoint_dir, options["savefile"], keep, tee, training=True)
+        with contextlib.suppress(OSError):  # removed since: keep the previous estimate
+            guard.checkpoint_size = next_checkpoint_size(os.path.getsize(path), int(options["eval_val_every"]))
+
+    started = time.time()
+    code = run_trainer(argv_th, env, chdir, tee, watch, guard, saved)
+    if code != 0:  # stopped or crashed, perhaps while writing a checkpoint: that one is only in the way
+        remove_cut_short(checkpoint_dir, options["savefile"], started, tee)
+    if isinstance(code, LowDisk):
+        return stop_low_disk(config, state, state_path, code.reason, tee)
     if isinstance(code, str):  # other work came or went: probe again and resume, in this same process
         state["threads"]["reprobe"] = code
         save_json(state_path, state)

@@ -49,10 +49,22 @@ def _wait_for_port(port: int, proc: subprocess.Popen, timeout: float = 30) -> No
 
 
 @pytest.fixture(scope="session")
-def moto_endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def console_dir(tmp_path_factory: pytest.TempPathFactory):
+    """Where a test puts <instance-id>.txt to make moto show that console output instead (moto_server.py)."""
+    return tmp_path_factory.mktemp("console")
+
+
+@pytest.fixture(scope="session")
+def known_hosts(tmp_path_factory: pytest.TempPathFactory):
+    """The known_hosts file provision.yml writes and ec2.yml points SSH at (RNN_BOOTSTRAP_KNOWN_HOSTS)."""
+    return tmp_path_factory.mktemp("ssh") / "known_hosts"
+
+
+@pytest.fixture(scope="session")
+def moto_endpoint(tmp_path_factory: pytest.TempPathFactory, console_dir) -> Iterator[str]:
     tmp = tmp_path_factory.mktemp("moto")
     (tmp / "amis.json").write_text(json.dumps(AMIS))
-    (tmp / "seed.json").write_text(json.dumps({"region": REGION, "ssm": SSM}))
+    (tmp / "seed.json").write_text(json.dumps({"region": REGION, "ssm": SSM, "console_dir": str(console_dir)}))
     port = _free_port()
     env = {**_sandbox_env(), "MOTO_AMIS_PATH": str(tmp / "amis.json")}
     proc = subprocess.Popen(
@@ -111,14 +123,14 @@ class Run:
 
 
 @pytest.fixture(scope="session")
-def cli(moto_endpoint: str):
+def cli(moto_endpoint: str, known_hosts):
     """Run an Ansible CLI from the repository root with the sandbox environment."""
 
     def run(*args: str, env: dict[str, str] | None = None, timeout: int = 180) -> Run:
         proc = subprocess.run(
             [str(BIN / args[0]), *args[1:]],
             cwd=REPO,
-            env={**_sandbox_env(), **(env or {})},
+            env={**_sandbox_env(), "RNN_BOOTSTRAP_KNOWN_HOSTS": str(known_hosts), **(env or {})},
             stdin=subprocess.DEVNULL,
             capture_output=True,
             text=True,
@@ -135,7 +147,12 @@ def playbook(cli, moto_endpoint: str):
     """Run one of our playbooks against moto, the endpoint passed as the role's variable (not via env)."""
 
     def run(name: str, **extra_vars) -> Run:
-        extra = {"ec2_fleet_endpoint_url": moto_endpoint, "ec2_fleet_region": REGION, **extra_vars}
+        extra = {
+            "ec2_fleet_endpoint_url": moto_endpoint,
+            "ec2_fleet_region": REGION,
+            "ec2_fleet_host_keys_delay": 1,  # moto shows the keys from the second read on
+            **extra_vars,
+        }
         return cli("ansible-playbook", f"playbooks/{name}.yml", "-e", json.dumps(extra))
 
     return run

@@ -7,10 +7,15 @@ from __future__ import annotations
 
 import json
 import re
+import shlex
+import shutil
+import stat
+import subprocess
 from collections import Counter
 from pathlib import Path
 
 import pytest
+from ansible_collections.rnn_bootstrap.char_rnn.plugins.module_utils.ssh_host_keys import fingerprint
 from ec2_helpers import (
     EXPECTED_AMI,
     FLEET,
@@ -22,6 +27,7 @@ from ec2_helpers import (
     SSH_CIDR,
     fleet_instances,
 )
+from moto_server import host_key
 
 SPEC = [{"distro": "ubuntu-24.04", "count": 2}, {"distro": "debian-12", "count": 1}]
 PROVISION_VARS = {
@@ -116,6 +122,61 @@ def test_second_provision_changes_nothing(provisioned, playbook, ec2):
     assert {i["InstanceId"] for i in fleet_instances(ec2, FLEET)} == set(provisioned)
 
 
+def _known_hosts_lines(known_hosts: Path) -> dict[str, list[str]]:
+    lines: dict[str, list[str]] = {}
+    for line in known_hosts.read_text().splitlines():
+        host, key_type, blob, *comment = line.split()
+        lines.setdefault(host, []).append(f"{key_type} {blob} {' '.join(comment)}".strip())
+    return lines
+
+
+def test_provision_records_every_host_key_from_the_console(provisioned, bystanders, known_hosts: Path):
+    """moto's console shows a boot log without keys at first, then cloud-init's block: provision waited for it."""
+    assert stat.S_IMODE(known_hosts.stat().st_mode) == 0o600
+    recorded = _known_hosts_lines(known_hosts)
+    assert set(recorded) == {*provisioned, bystanders["other"]}
+    for instance_id, instance in provisioned.items():
+        assert recorded[instance_id] == [" ".join([*host_key(instance_id), instance["PublicIpAddress"]])]
+
+
+def test_changed_host_keys_are_refused(provisioned, playbook, known_hosts: Path, console_dir: Path):
+    victim = sorted(provisioned)[0]
+    before = known_hosts.read_text()
+    other = (REPO / "tests/unit/plugins/module_utils/fixtures/console/debian-12.txt").read_text()
+    (console_dir / f"{victim}.txt").write_text(other)  # the console now shows other keys for this instance
+    try:
+        run = playbook("provision", **PROVISION_VARS)
+    finally:
+        (console_dir / f"{victim}.txt").unlink()
+    assert run.rc != 0
+    out = " ".join(run.out.split())
+    assert f"SSH host keys changed for {victim} since they were recorded in {known_hosts}" in out, run.out
+    assert f"recorded ssh-ed25519 {fingerprint(host_key(victim)[1])}, now ecdsa-sha2-nistp256 SHA256:" in out
+    assert f"ssh-keygen -R <instance-id> -f {known_hosts}" in out
+    assert known_hosts.read_text() == before  # nothing written, nothing trusted
+    again = playbook("provision", **PROVISION_VARS)
+    assert again.rc == 0 and again.recap()["changed"] == 0, again.out
+
+
+def test_provision_waits_for_the_keys_and_names_the_instances_without_any(
+    provisioned, playbook, known_hosts: Path, console_dir: Path
+):
+    victim = sorted(provisioned)[-1]
+    before = known_hosts.read_text()
+    known_hosts.write_text("".join(line + "\n" for line in before.splitlines() if not line.startswith(victim)))
+    (console_dir / f"{victim}.txt").write_text("[    0.000000] Linux version 6.1.0-28-cloud-amd64\n")  # still booting
+    try:
+        run = playbook("provision", **PROVISION_VARS, ec2_fleet_host_keys_timeout=3)
+    finally:
+        (console_dir / f"{victim}.txt").unlink()
+    assert run.rc != 0
+    assert f"no SSH host keys in the console output of {victim} after 3 s" in " ".join(run.out.split()), run.out
+    assert victim not in known_hosts.read_text()
+    again = playbook("provision", **PROVISION_VARS)
+    assert again.rc == 0 and again.recap()["changed"] == 1, again.out  # the instance's keys, recorded again
+    assert sorted(known_hosts.read_text().splitlines()) == sorted(before.splitlines())
+
+
 def test_owner_and_name_lookup_picks_the_newest_official_image(bystanders, ec2):
     (other,) = fleet_instances(ec2, OTHER_FLEET)
     # Not the older 9.4, not the newer beta, not the newer look-alike from another account.
@@ -135,6 +196,26 @@ def test_root_ec2_yml_lists_exactly_the_fleet(provisioned, cli, fleet_env):
         assert hostvars[host]["ansible_user"] == USERS[_tag(instance, "rnn_bootstrap:distro")]
         assert instance["PublicIpAddress"]
         assert hostvars[host]["ansible_host"] == instance["PublicIpAddress"]
+
+
+def test_inventory_makes_ssh_check_the_recorded_host_key(provisioned, cli, fleet_env, known_hosts: Path):
+    """What ssh makes of the inventory's arguments (ssh -G), and that it finds the key under the alias."""
+    hostvars = _inventory(cli, "ec2.yml", env=fleet_env)["_meta"]["hostvars"]
+    for host, instance in provisioned.items():
+        args = hostvars[host]["ansible_ssh_common_args"]
+        assert args == (f"'-oUserKnownHostsFile=\"{known_hosts}\"' -oStrictHostKeyChecking=yes -oHostKeyAlias={host}")
+        if not shutil.which("ssh"):
+            continue
+        config = subprocess.run(
+            ["ssh", "-G", *shlex.split(args), instance["PublicIpAddress"]], capture_output=True, text=True, check=True
+        ).stdout.splitlines()
+        assert f"userknownhostsfile {known_hosts}" in config
+        assert "stricthostkeychecking true" in config
+        assert f"hostkeyalias {host}" in config
+        found = subprocess.run(
+            ["ssh-keygen", "-F", host, "-f", str(known_hosts)], capture_output=True, text=True, check=False
+        )
+        assert found.returncode == 0 and host_key(host)[1] in found.stdout
 
 
 def test_private_addresses_and_explicit_endpoint(provisioned, cli, moto_endpoint, tmp_path: Path):
@@ -181,7 +262,9 @@ def test_teardown_without_confirmation_deletes_nothing(provisioned, playbook, ec
     assert {i["InstanceId"] for i in fleet_instances(ec2, FLEET)} == set(provisioned)
 
 
-def test_teardown_removes_the_fleet_and_nothing_else(provisioned, bystanders, playbook, ec2, cli, fleet_env):
+def test_teardown_removes_the_fleet_and_nothing_else(
+    provisioned, bystanders, playbook, ec2, cli, fleet_env, known_hosts: Path
+):
     run = playbook("teardown", ec2_fleet_name=FLEET, ec2_fleet_teardown_confirm=False)
     assert run.rc == 0, run.out
     assert fleet_instances(ec2, FLEET) == []
@@ -197,6 +280,7 @@ def test_teardown_removes_the_fleet_and_nothing_else(provisioned, bystanders, pl
         "SecurityGroups"
     ]
     assert _all_hosts(_inventory(cli, "ec2.yml", env=fleet_env)) == set()
+    assert set(_known_hosts_lines(known_hosts)) == {bystanders["other"]}  # the fleet's lines went with it
 
 
 def test_count_zero_scales_a_distro_down_and_keeps_the_rest(bystanders, playbook, ec2):

@@ -367,3 +367,170 @@ def test_systemctl_stop_is_a_clean_exit_and_not_the_end_of_the_run(tmp_path: Pat
     state = json.loads((tmp_path / "run.state.json").read_text())
     assert state["finished"] is False
     assert "stopped by signal 15" in (tmp_path / "run.log").read_text()
+
+
+# ----------------------------------------------------------------------------- disk: keep_checkpoints, min_free_mb
+
+
+class FakeStatvfs:
+    """os.statvfs stand-in: ``free`` bytes available to the training user, in 4 KiB blocks."""
+
+    def __init__(self, free: int) -> None:
+        self.free = free
+        self.calls = 0
+
+    def __call__(self, _path: str):
+        self.calls += 1
+        return os.statvfs_result((4096, 4096, 10**6, 0, self.free // 4096, 0, 0, 0, 0, 255))
+
+
+def test_disk_guard_wants_the_floor_plus_the_next_checkpoint():
+    mb = launcher.MB
+    statvfs = FakeStatvfs(100 * mb)
+    guard = launcher.DiskGuard("/cv", 90, checkpoint_size=5 * mb, statvfs=statvfs)
+    assert guard.short() is None  # 100 >= 90 + 5
+    statvfs.free = 94 * mb
+    reason = guard.short()
+    assert reason == (
+        "94.0 MB free in /cv, less than char_rnn_train_min_free_mb 90 MB plus 5.0 MB for the next checkpoint"
+    )
+    # floor 0: still never begins a checkpoint that cannot fit
+    statvfs.free = 4 * mb
+    assert launcher.DiskGuard("/cv", 0, checkpoint_size=5 * mb, statvfs=statvfs).short() is not None
+    assert launcher.DiskGuard("/cv", 0, checkpoint_size=0, statvfs=statvfs).short() is None
+
+
+def test_disk_guard_checks_before_every_save_and_otherwise_every_few_seconds():
+    now = [0.0]
+    statvfs = FakeStatvfs(10 * launcher.MB)
+    guard = launcher.DiskGuard("/cv", 50, statvfs=statvfs, clock=lambda: now[0], every=2.0)
+    assert guard.feed(_progress(0.1)) is not None  # the first line checks
+    statvfs.free = 100 * launcher.MB
+    assert guard.feed(_progress(0.1)) is None and statvfs.calls == 1  # within 2 s: not asked again
+    statvfs.free = 10 * launcher.MB
+    assert guard.feed(_progress(0.1)) is None and statvfs.calls == 1
+    assert guard.feed("evaluating loss over split index 1") is None and statvfs.calls == 1
+    assert guard.feed("evaluating loss over split index 2") is not None and statvfs.calls == 2
+    assert guard.feed("saving checkpoint to cv/lm_run_epoch0.50_1.9000.t7") is not None and statvfs.calls == 3
+    now[0] = 2.5
+    assert guard.feed(_progress(0.1)) is not None and statvfs.calls == 4
+
+
+def test_next_checkpoint_size_grows_with_the_loss_tables():
+    assert launcher.next_checkpoint_size(0, 1000) == 0  # no checkpoint yet: unknown
+    assert launcher.next_checkpoint_size(169537, 50) == 169537 + 24 * 51 + 4096
+
+
+def test_prune_removes_all_but_the_best_and_the_newest(real: Path, tmp_path: Path, copy_as):
+    src = real / "lm_tiny_epoch1.06_3.2739.t7"
+    for n, (name, size) in enumerate(
+        [
+            ("lm_run_epoch1.00_1.5000.t7", None),
+            ("lm_run_epoch2.00_1.9000.t7", None),
+            ("lm_run_epoch3.00_1.8000.t7", None),
+            ("lm_run_epoch3.50_1.7000.t7", 999),
+            ("lm_run_epoch4.00_1.7000.t7", None),
+        ]
+    ):
+        copy_as(src, tmp_path, name, mtime=1000.0 + n, size=size)
+    copy_as(src, tmp_path, "lm_other_epoch1.00_1.0000.t7", mtime=900.0)
+    tee = launcher.Tee(str(tmp_path / "run.log"))
+    assert launcher.prune(str(tmp_path), "run", 0, tee) == []
+    assert len(list(tmp_path.glob("lm_*.t7"))) == 6
+    removed = launcher.prune(str(tmp_path), "run", 2, tee)
+    assert sorted(Path(p).name for p in removed) == [
+        "lm_run_epoch2.00_1.9000.t7", "lm_run_epoch3.50_1.7000.t7"
+    ]  # fmt: skip
+    assert sorted(p.name for p in tmp_path.glob("lm_*.t7")) == [
+        "lm_other_epoch1.00_1.0000.t7", "lm_run_epoch1.00_1.5000.t7",
+        "lm_run_epoch3.00_1.8000.t7", "lm_run_epoch4.00_1.7000.t7",
+    ]  # fmt: skip
+    log = (tmp_path / "run.log").read_text()
+    assert "removed checkpoint lm_run_epoch3.50_1.7000.t7: cut short" in log
+    assert "removed checkpoint lm_run_epoch2.00_1.9000.t7: keeping the newest 2 and the best" in log
+
+
+def _saved_checkpoints(log: str) -> list[str]:
+    return [Path(m.group("path")).name for m in launcher.char_rnn_log.CHECKPOINT_RE.finditer(log)]
+
+
+def test_keep_checkpoints_while_training(tmp_path: Path, upstream: Path):
+    """FIXTURE train.lua: with keep_checkpoints 2, the best and the newest 2 of its checkpoints stay."""
+    path = _fixture_run(tmp_path, upstream, threads={"omp": 1}, max_epochs=1.0)
+    cfg = json.loads(path.read_text())
+    cfg["keep_checkpoints"] = 2
+    path.write_text(json.dumps(cfg))
+    assert launcher.main(["launcher", str(path)]) == 0
+    log = (tmp_path / "run.log").read_text()
+    written = _saved_checkpoints(log)
+    assert len(written) >= 5, written
+    best = min(written, key=lambda name: launcher.checkpoints.parse_name(name)["val_loss"])
+    left = sorted(p.name for p in (tmp_path / "cv" / "run").glob("lm_*.t7"))
+    assert left == sorted({*written[-2:], best})
+    assert log.count("removed checkpoint") == len(written) - len(left)
+
+
+def test_min_free_mb_stops_the_run_cleanly_and_a_start_resumes(tmp_path: Path, upstream: Path, monkeypatch):
+    """FIXTURE train.lua: space runs short after two checkpoints; the run stops before the third."""
+    path = _fixture_run(tmp_path, upstream, threads={"omp": 1}, max_epochs=1.0)
+    cfg = json.loads(path.read_text())
+    # a little time per batch, so that train.lua does not finish before the launcher has read its output
+    cfg.update(min_free_mb=100, unit="char-rnn-train-run.service", environment={"FIXTURE_SECONDS_PER_BATCH": "0.005"})
+    path.write_text(json.dumps(cfg))
+    cv = tmp_path / "cv" / "run"
+    free = {"mb": 1000}
+
+    def fake_free(self):
+        if sum(launcher.checkpoints.check_t7(str(p)) is None for p in cv.glob("lm_*.t7")) >= 2:
+            free["mb"] = 100  # the floor exactly: no room for the next checkpoint
+        return free["mb"] * launcher.MB
+
+    monkeypatch.setattr(launcher.DiskGuard, "free", fake_free)
+    assert launcher.main(["launcher", str(path)]) == launcher.EXIT_LOW_DISK == 75
+    log = (tmp_path / "run.log").read_text()
+    # train.lua can be a little ahead of the launcher reading its output
+    left = list(cv.glob("lm_*.t7"))
+    assert 2 <= len(left) < 190 // 20
+    assert all(launcher.checkpoints.check_t7(str(p)) is None for p in left)  # none cut short
+    assert "stopped train.lua before its next checkpoint: 100.0 MB free in" in log
+    assert "run run stopped, low disk space" in log and "start char-rnn-train-run.service again" in log
+    state = json.loads((tmp_path / "run.state.json").read_text())
+    assert state["finished"] is False
+    assert state["stopped"]["reason"].startswith("low disk space: 100.0 MB free in ")
+    # still short: the launcher does not start train.lua at all
+    assert launcher.main(["launcher", str(path)]) == 75
+    assert len(json.loads((tmp_path / "run.state.json").read_text())["segments"]) == 1
+    # space freed: it resumes from the newest checkpoint and the stop is forgotten
+    monkeypatch.setattr(launcher.DiskGuard, "free", lambda self: 10**6 * launcher.MB)
+    assert launcher.main(["launcher", str(path)]) == 0
+    state = json.loads((tmp_path / "run.state.json").read_text())
+    assert "stopped" not in state and state["finished"] is True and len(state["segments"]) == 2
+    assert "resuming run run from" in (tmp_path / "run.log").read_text()
+
+
+def test_a_checkpoint_cut_short_by_the_stop_is_removed(
+    tmp_path: Path, upstream: Path, real: Path, copy_as, monkeypatch
+):
+    """Space found short at "saving checkpoint to": train.lua is stopped; what it had begun is removed."""
+    path = _fixture_run(tmp_path, upstream, threads={"omp": 1}, max_epochs=1.0)
+    cfg = json.loads(path.read_text())
+    cfg["min_free_mb"] = 1
+    path.write_text(json.dumps(cfg))
+    cv = tmp_path / "cv" / "run"
+    real_feed = launcher.DiskGuard.feed
+
+    def feed(self, line):
+        if launcher.char_rnn_log.CHECKPOINT_RE.search(line):
+            (cv / "lm_run_epoch9.99_3.0000.t7").write_bytes(b"\x03\x00\x00\x00")  # as if train.lua had begun it
+            return "short"
+        return real_feed(self, line)
+
+    (cv).mkdir(parents=True)
+    copy_as(real / "lm_tiny_epoch1.06_3.2739.t7", cv, "lm_run_epoch0.01_3.5000.t7", mtime=1000.0, size=99)
+    monkeypatch.setattr(launcher.DiskGuard, "feed", feed)
+    assert launcher.main(["launcher", str(path)]) == 75
+    assert not (cv / "lm_run_epoch9.99_3.0000.t7").exists()
+    assert (cv / "lm_run_epoch0.01_3.5000.t7").exists()  # an older leftover, not this train.lua's
+    assert (
+        "removed lm_run_epoch9.99_3.0000.t7: train.lua stopped while writing it" in (tmp_path / "run.log").read_text()
+    )

@@ -62,3 +62,15 @@ def test_errors_and_durations():
     assert "| failed |" in status["line"]
     assert duration(90061) == "1d01h01m"
     assert FilterModule().filters()["train_status"] is train_status
+
+
+def test_a_run_stopped_for_disk_space_says_why():
+    reason = "low disk space: 90.0 MB free in /cv, less than char_rnn_train_min_free_mb 100 MB plus 0.2 MB"
+    state = {**STATE, "stopped": {"reason": reason, "at": 3}}
+    progress = {"iteration": 50, "total_iterations": 300, "epoch": 0.5, "seconds_per_batch": 0.15, "errors": []}
+    status = train_status(progress, "run", state, {"ActiveState": "failed", "SubState": "failed"})
+    assert status["stopped"] == reason
+    assert status["eta_seconds"] is None  # it will not go on by itself
+    assert status["line"].startswith("run run | failed (failed) | iteration 250/500 |")
+    assert status["line"].endswith(f"| ETA - | restarts 1 | stopped: {reason}")
+    assert train_status(progress, "run", STATE, SERVICE)["stopped"] is None

@@ -286,3 +286,67 @@ def test_mixed_table_after_numbers(tmp_path: Path) -> None:
     assert ck.check_t7(str(path)) is None
     path.write_bytes(body[:-1])
     assert ck.check_t7(str(path)) is not None
+
+
+def _run_dir(real: Path, tmp_path: Path, copy_as) -> dict[str, Path]:
+    """Six checkpoints of one run, oldest first; the best (lowest val loss) is the second; one cut short."""
+    files = {}
+    for n, (name, size) in enumerate(
+        [
+            ("lm_run_epoch1.00_2.5000.t7", None),
+            ("lm_run_epoch2.00_1.2000.t7", None),  # best
+            ("lm_run_epoch3.00_1.9000.t7", None),
+            ("lm_run_epoch4.00_1.8000.t7", 5000),  # cut short by a crash
+            ("lm_run_epoch4.00_1.7000.t7", None),  # the resumed run's
+            ("lm_run_epoch5.00_1.6000.t7", None),
+        ]
+    ):
+        files[name] = copy_as(real / LSTM[n % 3], tmp_path, name, mtime=T0 + 60 * n, size=size)
+    copy_as(real / LSTM[0], tmp_path, "lm_other_epoch1.00_0.1000.t7", mtime=T0)
+    return files
+
+
+@pytest.mark.parametrize(
+    ("keep", "kept"),
+    [
+        (1, ["lm_run_epoch2.00_1.2000.t7", "lm_run_epoch5.00_1.6000.t7"]),
+        (2, ["lm_run_epoch2.00_1.2000.t7", "lm_run_epoch4.00_1.7000.t7", "lm_run_epoch5.00_1.6000.t7"]),
+        # the best is among the newest 4: 4 files, not 5
+        (
+            4,
+            [
+                "lm_run_epoch2.00_1.2000.t7",
+                "lm_run_epoch3.00_1.9000.t7",
+                "lm_run_epoch4.00_1.7000.t7",
+                "lm_run_epoch5.00_1.6000.t7",
+            ],
+        ),
+        (
+            9,
+            [
+                "lm_run_epoch1.00_2.5000.t7",
+                "lm_run_epoch2.00_1.2000.t7",
+                "lm_run_epoch3.00_1.9000.t7",
+                "lm_run_epoch4.00_1.7000.t7",
+                "lm_run_epoch5.00_1.6000.t7",
+            ],
+        ),
+    ],
+)
+def test_retention_keeps_the_best_and_the_newest_valid(
+    real: Path, tmp_path: Path, copy_as, keep: int, kept: list[str]
+) -> None:
+    _run_dir(real, tmp_path, copy_as)
+    entries = ck.discover(str(tmp_path), "run")["checkpoints"]
+    plan = ck.retention(entries, keep)
+    assert sorted(e["name"] for e in plan["keep"]) == kept
+    removed = sorted(e["name"] for e in plan["remove"])
+    assert "lm_run_epoch4.00_1.8000.t7" in removed  # invalid: never kept
+    assert sorted(kept + removed) == sorted(e["name"] for e in entries)  # nothing of another savefile
+
+
+def test_retention_zero_keeps_everything(real: Path, tmp_path: Path, copy_as) -> None:
+    _run_dir(real, tmp_path, copy_as)
+    entries = ck.discover(str(tmp_path), "run")["checkpoints"]
+    assert ck.retention(entries, 0) == {"keep": entries, "remove": []}
+    assert ck.retention([], 2) == {"keep": [], "remove": []}
