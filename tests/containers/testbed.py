@@ -49,6 +49,8 @@ class Platform:
     family: str
     debootstrap: str | None = None
     pull: str | None = None
+    testing: bool = False  # a Debian testing release: its archive's Release file expires weekly
+    systemd: bool = True  # boots systemd as PID 1; false: the container runs without it
     status: str = "pending"  # ready | not run | failed, then passed / FAILED after molecule
     reason: str = ""
     seconds: float = 0.0
@@ -97,17 +99,36 @@ def load_platforms(names: list[str]) -> list[Platform]:
     return chosen
 
 
+# A testing release's Release file carries a Valid-Until a week ahead, and a mirror that is not
+# refreshed (or a snapshot of the archive) serves it expired: apt then refuses the whole suite.
+# Signatures are still checked; only the date is not. Stable releases carry no Valid-Until.
+TESTING_APT_CONF = (
+    "// charrnn test bed: Debian testing's Release file expires weekly; keep using a stale mirror.\n"
+    'Acquire::Check-Valid-Until "false";\n'
+)
+
+
+def debootstrap_script(suite: str) -> list[str]:
+    """The script argument for SUITE: a debootstrap older than the suite has none for it, and
+    every release after the newest it knows is bootstrapped the way sid is."""
+    scripts = Path("/usr/share/debootstrap/scripts")
+    if (scripts / suite).exists() or not (scripts / "sid").exists():
+        return []
+    return [str(scripts / "sid")]
+
+
 def debootstrap_base(platform: Platform) -> str:
     """Build (or reuse) a minimal Debian rootfs image for SUITE from Debian's archive."""
     suite = platform.debootstrap
     tag = f"{IMAGE_PREFIX}/base-{platform.name}:latest"
-    recipe = recipe_hash("debootstrap", "minbase", suite, DEBIAN_MIRROR)
+    apt_conf = TESTING_APT_CONF if platform.testing else ""
+    recipe = recipe_hash("debootstrap", "minbase", suite, DEBIAN_MIRROR, apt_conf)
     if image_recipe(tag) == recipe:
         return tag
     with tempfile.TemporaryDirectory(prefix=f"debootstrap-{suite}-", dir="/var/tmp") as work:
         root = Path(work) / "root"
         result = subprocess.run(
-            ["debootstrap", "--variant=minbase", suite, str(root), DEBIAN_MIRROR],
+            ["debootstrap", "--variant=minbase", suite, str(root), DEBIAN_MIRROR, *debootstrap_script(suite)],
             text=True,
             capture_output=True,
             check=False,
@@ -115,6 +136,8 @@ def debootstrap_base(platform: Platform) -> str:
         if result.returncode != 0:
             tail = "\n".join((result.stdout + result.stderr).splitlines()[-15:])
             raise RuntimeError(f"debootstrap {suite} failed:\n{tail}")
+        if apt_conf:
+            (root / "etc/apt/apt.conf.d/99charrnn-testing-valid-until").write_text(apt_conf)
         for cache in ("var/cache/apt/archives", "var/lib/apt/lists"):
             for item in (root / cache).glob("*"):
                 if item.is_file():
@@ -192,8 +215,8 @@ def platforms_override(scenario: str, platforms: list[Platform], path: Path) -> 
             "name": f"charrnn-{scenario}-{p.name}" + (f"-{i}" if p.extra.get("hosts", 1) > 1 else ""),
             "image": p.image,
             "pre_build_image": True,
-            "systemd": "always",
-            "command": "/sbin/init",
+            # Without systemd the container only has to stay up for Ansible to exec into it.
+            **({"systemd": "always", "command": "/sbin/init"} if p.systemd else {"command": "sleep infinity"}),
             "network": "host",
             "groups": [p.family, p.name.replace("-", "_").replace(".", "_")],
         }
@@ -209,6 +232,9 @@ def platforms_override(scenario: str, platforms: list[Platform], path: Path) -> 
 SEQUENCE = ("destroy", "syntax", "create", "check", "converge", "idempotence", "verify")
 # Check mode is the default scenario's; the fleet's five hosts would converge twice for it.
 SEQUENCES = {"fleet": tuple(action for action in SEQUENCE if action != "check")}
+# Scenarios that run systemd services: a platform whose containers run without systemd as PID 1
+# (platforms.yml `systemd: false`) is NOT RUN there.
+NEEDS_SYSTEMD = frozenset({"train", "train_real"})
 
 
 def run_molecule(scenario: str, platforms: list[Platform]) -> bool:
@@ -309,6 +335,8 @@ def report(title: str, platforms: list[Platform]) -> None:
     print(f"\n{title}")
     for p in platforms:
         origin = f"debootstrap {p.debootstrap}" if p.debootstrap else p.pull
+        origin += " (testing release)" if p.testing else ""
+        origin += ", without systemd" if not p.systemd else ""
         line = f"  {p.name:<20} {p.status:<8} {origin}"
         print(f"{line}  -- {p.reason}" if p.reason else line)
     ran = [p.name for p in platforms if p.status in ("passed", "FAILED")]
@@ -332,6 +360,11 @@ def main() -> int:
     if opts.command == "images":
         report("images", platforms)
         return 1 if broken else 0
+    if scenario in NEEDS_SYSTEMD:
+        for platform in platforms:
+            if platform.status == "ready" and not platform.systemd:
+                platform.status = "not run"
+                platform.reason = f"scenario {scenario} needs systemd as PID 1; {platform.name} runs without it here"
     daemon = None
     if opts.upstream == "real":
         os.environ.update(real_upstream())
