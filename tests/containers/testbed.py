@@ -15,6 +15,9 @@ URL rewrite and pinned commits (environment variables that the scenarios read):
   --upstream real               the real torch/distro and char-rnn from a mirror whose URL prefix
                                 is $CHARRNN_REAL_UPSTREAM (see ../shared/upstream/README.md), at
                                 the commits the roles pin
+Containers boot systemd as PID 1, except on platforms marked `systemd: false` in platforms.yml
+(Debian testing: its systemd does not boot on a cgroup-v1 host); there they run `sleep infinity`
+and the scenarios that need systemd (train, train_real) report them NOT RUN.
 Images are cached: each carries a label with a hash of its recipe and is rebuilt only when the
 recipe changes. A platform built here (debootstrap) that fails to build is a failure; a platform
 whose public base image cannot be pulled is reported as NOT RUN, never as passed.
@@ -204,26 +207,46 @@ def prepare_all(platforms: list[Platform]) -> None:
         print(f"image {platform.name}: {platform.status} ({platform.seconds:.0f} s) {platform.reason}", flush=True)
 
 
+# Without systemd the container only has to stay up for Ansible to exec into it; `sleep` as PID 1
+# ignores the image's stop signal (systemd's SIGRTMIN+3), and podman would wait 10 s to kill it.
+WITHOUT_SYSTEMD = {"command": "sleep infinity", "extra_opts": ["--stop-signal=SIGKILL"]}
+# CMake-4 hosts fetch the pinned CMake 3 from PyPI through the controller's network. Where that
+# network intercepts TLS with a CA the controller trusts (this project's CI machines do), pip on
+# the hosts must trust it too: the containers get the controller's bundle, read-only, and a
+# /etc/pip.conf naming it (an environment variable would not survive become's sudo). The images
+# are left alone.
+HOST_CA = "/etc/charrnn-test/controller-ca.crt"
+
+
+def controller_ca(path: Path) -> dict:
+    bundle = os.environ.get("PIP_CERT") or "/etc/ssl/certs/ca-certificates.crt"
+    if not Path(bundle).is_file():
+        return {}
+    path.write_text(f"# tests/containers/testbed.py: the controller's CA bundle\n[global]\ncert = {HOST_CA}\n")
+    return {"volumes": [f"{bundle}:{HOST_CA}:ro", f"{path}:/etc/pip.conf:ro"]}
+
+
 def platforms_override(scenario: str, platforms: list[Platform], path: Path) -> None:
     """A Molecule base config whose `platforms` list replaces the default one.
 
     Instances are named after the scenario too: podman's container names are global to the
     machine, and two scenarios (or checkouts) with a `debian-12` would remove each other's.
     """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    ca = controller_ca(path.with_name("pip.conf"))
     entries = [
         {
             "name": f"charrnn-{scenario}-{p.name}" + (f"-{i}" if p.extra.get("hosts", 1) > 1 else ""),
             "image": p.image,
             "pre_build_image": True,
-            # Without systemd the container only has to stay up for Ansible to exec into it.
-            **({"systemd": "always", "command": "/sbin/init"} if p.systemd else {"command": "sleep infinity"}),
+            **({"systemd": "always", "command": "/sbin/init"} if p.systemd else WITHOUT_SYSTEMD),
             "network": "host",
+            **ca,
             "groups": [p.family, p.name.replace("-", "_").replace(".", "_")],
         }
         for p in platforms
         for i in range(1, p.extra.get("hosts", 1) + 1)
     ]
-    path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(yaml.safe_dump({"platforms": entries}, sort_keys=False))
 
 
