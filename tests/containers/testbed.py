@@ -111,10 +111,9 @@ TESTING_APT_CONF = (
 )
 
 
-def debootstrap_script(suite: str) -> list[str]:
+def debootstrap_script(suite: str, scripts: Path = Path("/usr/share/debootstrap/scripts")) -> list[str]:
     """The script argument for SUITE: a debootstrap older than the suite has none for it, and
     every release after the newest it knows is bootstrapped the way sid is."""
-    scripts = Path("/usr/share/debootstrap/scripts")
     if (scripts / suite).exists() or not (scripts / "sid").exists():
         return []
     return [str(scripts / "sid")]
