@@ -7,7 +7,8 @@
 #   CHARRNN_REAL_UPSTREAM=git://127.0.0.1:9418/github.com/ scripts/test.sh real
 #                                   OPT-IN: the real torch/distro and char-rnn through that mirror
 #                                   (../shared/upstream/README.md); builds Torch7 for real: the real
-#                                   scenario on Debian 12 and 13, then the fleet scenario
+#                                   scenario on Debian 12, 13 and testing (CMake 4: the pinned
+#                                   CMake 3 builds it), then the fleet scenario
 # CHARRNN_PLATFORMS=debian-12,... limits the Molecule platforms (default: the whole matrix;
 # platforms whose images cannot be pulled are reported as NOT RUN).
 set -uo pipefail
@@ -179,6 +180,7 @@ stage_sanity() {
 
 stage_molecule() {
   local rc=0
+  # every platform of platforms.yml, Debian testing (debian-14, CMake 4) included
   python tests/containers/testbed.py molecule default --upstream fixture || rc=1
   # a fleet from cold with an artifact store: 4 Debian 12 hosts and 1 Debian 13 host, one build per key
   python tests/containers/testbed.py molecule fleet debian-12:4 debian-13 --upstream fixture || rc=1
@@ -189,7 +191,7 @@ stage_molecule() {
 
 stage_real() {
   local rc=0
-  python tests/containers/testbed.py molecule real debian-12 debian-13 --upstream real || rc=1
+  python tests/containers/testbed.py molecule real debian-12 debian-13 debian-14 --upstream real || rc=1
   python tests/containers/testbed.py molecule fleet debian-12:4 debian-13 --upstream real || rc=1
   return $rc
 }

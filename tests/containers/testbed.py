@@ -15,6 +15,9 @@ URL rewrite and pinned commits (environment variables that the scenarios read):
   --upstream real               the real torch/distro and char-rnn from a mirror whose URL prefix
                                 is $CHARRNN_REAL_UPSTREAM (see ../shared/upstream/README.md), at
                                 the commits the roles pin
+Containers boot systemd as PID 1, except on platforms marked `systemd: false` in platforms.yml
+(Debian testing: its systemd does not boot on a cgroup-v1 host); there they run `sleep infinity`
+and the scenarios that need systemd (train, train_real) report them NOT RUN.
 Images are cached: each carries a label with a hash of its recipe and is rebuilt only when the
 recipe changes. A platform built here (debootstrap) that fails to build is a failure; a platform
 whose public base image cannot be pulled is reported as NOT RUN, never as passed.
@@ -49,6 +52,8 @@ class Platform:
     family: str
     debootstrap: str | None = None
     pull: str | None = None
+    testing: bool = False  # a Debian testing release: its archive's Release file expires weekly
+    systemd: bool = True  # boots systemd as PID 1; false: the container runs without it
     status: str = "pending"  # ready | not run | failed, then passed / FAILED after molecule
     reason: str = ""
     seconds: float = 0.0
@@ -97,17 +102,35 @@ def load_platforms(names: list[str]) -> list[Platform]:
     return chosen
 
 
+# A testing release's Release file carries a Valid-Until a week ahead, and a mirror that is not
+# refreshed (or a snapshot of the archive) serves it expired: apt then refuses the whole suite.
+# Signatures are still checked; only the date is not. Stable releases carry no Valid-Until.
+TESTING_APT_CONF = (
+    "// charrnn test bed: Debian testing's Release file expires weekly; keep using a stale mirror.\n"
+    'Acquire::Check-Valid-Until "false";\n'
+)
+
+
+def debootstrap_script(suite: str, scripts: Path = Path("/usr/share/debootstrap/scripts")) -> list[str]:
+    """The script argument for SUITE: a debootstrap older than the suite has none for it, and
+    every release after the newest it knows is bootstrapped the way sid is."""
+    if (scripts / suite).exists() or not (scripts / "sid").exists():
+        return []
+    return [str(scripts / "sid")]
+
+
 def debootstrap_base(platform: Platform) -> str:
     """Build (or reuse) a minimal Debian rootfs image for SUITE from Debian's archive."""
     suite = platform.debootstrap
     tag = f"{IMAGE_PREFIX}/base-{platform.name}:latest"
-    recipe = recipe_hash("debootstrap", "minbase", suite, DEBIAN_MIRROR)
+    apt_conf = TESTING_APT_CONF if platform.testing else ""
+    recipe = recipe_hash("debootstrap", "minbase", suite, DEBIAN_MIRROR, apt_conf)
     if image_recipe(tag) == recipe:
         return tag
     with tempfile.TemporaryDirectory(prefix=f"debootstrap-{suite}-", dir="/var/tmp") as work:
         root = Path(work) / "root"
         result = subprocess.run(
-            ["debootstrap", "--variant=minbase", suite, str(root), DEBIAN_MIRROR],
+            ["debootstrap", "--variant=minbase", suite, str(root), DEBIAN_MIRROR, *debootstrap_script(suite)],
             text=True,
             capture_output=True,
             check=False,
@@ -115,6 +138,8 @@ def debootstrap_base(platform: Platform) -> str:
         if result.returncode != 0:
             tail = "\n".join((result.stdout + result.stderr).splitlines()[-15:])
             raise RuntimeError(f"debootstrap {suite} failed:\n{tail}")
+        if apt_conf:
+            (root / "etc/apt/apt.conf.d/99charrnn-testing-valid-until").write_text(apt_conf)
         for cache in ("var/cache/apt/archives", "var/lib/apt/lists"):
             for item in (root / cache).glob("*"):
                 if item.is_file():
@@ -181,26 +206,46 @@ def prepare_all(platforms: list[Platform]) -> None:
         print(f"image {platform.name}: {platform.status} ({platform.seconds:.0f} s) {platform.reason}", flush=True)
 
 
+# Without systemd the container only has to stay up for Ansible to exec into it; `sleep` as PID 1
+# ignores the image's stop signal (systemd's SIGRTMIN+3), and podman would wait 10 s to kill it.
+WITHOUT_SYSTEMD = {"command": "sleep infinity", "extra_opts": ["--stop-signal=SIGKILL"]}
+# CMake-4 hosts fetch the pinned CMake 3 from PyPI through the controller's network. Where that
+# network intercepts TLS with a CA the controller trusts (this project's CI machines do), pip on
+# the hosts must trust it too: the containers get the controller's bundle, read-only, and a
+# /etc/pip.conf naming it (an environment variable would not survive become's sudo). The images
+# are left alone.
+HOST_CA = "/etc/charrnn-test/controller-ca.crt"
+
+
+def controller_ca(path: Path) -> dict:
+    bundle = os.environ.get("PIP_CERT") or "/etc/ssl/certs/ca-certificates.crt"
+    if not Path(bundle).is_file():
+        return {}
+    path.write_text(f"# tests/containers/testbed.py: the controller's CA bundle\n[global]\ncert = {HOST_CA}\n")
+    return {"volumes": [f"{bundle}:{HOST_CA}:ro", f"{path}:/etc/pip.conf:ro"]}
+
+
 def platforms_override(scenario: str, platforms: list[Platform], path: Path) -> None:
     """A Molecule base config whose `platforms` list replaces the default one.
 
     Instances are named after the scenario too: podman's container names are global to the
     machine, and two scenarios (or checkouts) with a `debian-12` would remove each other's.
     """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    ca = controller_ca(path.with_name("pip.conf"))
     entries = [
         {
             "name": f"charrnn-{scenario}-{p.name}" + (f"-{i}" if p.extra.get("hosts", 1) > 1 else ""),
             "image": p.image,
             "pre_build_image": True,
-            "systemd": "always",
-            "command": "/sbin/init",
+            **({"systemd": "always", "command": "/sbin/init"} if p.systemd else WITHOUT_SYSTEMD),
             "network": "host",
+            **ca,
             "groups": [p.family, p.name.replace("-", "_").replace(".", "_")],
         }
         for p in platforms
         for i in range(1, p.extra.get("hosts", 1) + 1)
     ]
-    path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(yaml.safe_dump({"platforms": entries}, sort_keys=False))
 
 
@@ -209,6 +254,9 @@ def platforms_override(scenario: str, platforms: list[Platform], path: Path) -> 
 SEQUENCE = ("destroy", "syntax", "create", "check", "converge", "idempotence", "verify")
 # Check mode is the default scenario's; the fleet's five hosts would converge twice for it.
 SEQUENCES = {"fleet": tuple(action for action in SEQUENCE if action != "check")}
+# Scenarios that run systemd services: a platform whose containers run without systemd as PID 1
+# (platforms.yml `systemd: false`) is NOT RUN there.
+NEEDS_SYSTEMD = frozenset({"train", "train_real"})
 
 
 def run_molecule(scenario: str, platforms: list[Platform]) -> bool:
@@ -309,6 +357,8 @@ def report(title: str, platforms: list[Platform]) -> None:
     print(f"\n{title}")
     for p in platforms:
         origin = f"debootstrap {p.debootstrap}" if p.debootstrap else p.pull
+        origin += " (testing release)" if p.testing else ""
+        origin += ", without systemd" if not p.systemd else ""
         line = f"  {p.name:<20} {p.status:<8} {origin}"
         print(f"{line}  -- {p.reason}" if p.reason else line)
     ran = [p.name for p in platforms if p.status in ("passed", "FAILED")]
@@ -332,6 +382,11 @@ def main() -> int:
     if opts.command == "images":
         report("images", platforms)
         return 1 if broken else 0
+    if scenario in NEEDS_SYSTEMD:
+        for platform in platforms:
+            if platform.status == "ready" and not platform.systemd:
+                platform.status = "not run"
+                platform.reason = f"scenario {scenario} needs systemd as PID 1; {platform.name} runs without it here"
     daemon = None
     if opts.upstream == "real":
         os.environ.update(real_upstream())

@@ -49,6 +49,7 @@ def failures(result: dict) -> list[str]:
 
 
 def preflight(distribution: str, version: str) -> list[dict]:
+    """VERSION as the facts give it: "12.8", or "forky/sid" on Debian testing (codename first)."""
     return [
         {
             "hosts": "localhost",
@@ -58,6 +59,7 @@ def preflight(distribution: str, version: str) -> list[dict]:
                     "distribution": distribution,
                     "distribution_version": version,
                     "distribution_major_version": version.split(".")[0],
+                    "distribution_release": version.split("/")[0] if "/" in version else "",
                 }
             },
             "tasks": [
@@ -77,6 +79,8 @@ def preflight(distribution: str, version: str) -> list[dict]:
     [
         ("Debian", "12.8", True),
         ("Debian", "13.1", True),
+        ("Debian", "forky/sid", True),  # testing, Debian 14 to be
+        ("Debian", "sid", False),  # unstable is not a target
         ("Ubuntu", "26.04", True),
         ("Rocky", "10.0", True),
         ("Amazon", "2023", True),
@@ -98,7 +102,7 @@ def test_system_deps_supports_exactly_the_targets(tmp_path, distribution, versio
     else:
         assert len(failed) == 1
         assert f"{distribution} {version} is not supported" in failed[0]
-        assert "Supported: Debian 12/13, Ubuntu 22.04/24.04/26.04" in failed[0]
+        assert "Supported: Debian 12/13 and testing (forky), Ubuntu 22.04/24.04/26.04" in failed[0]
 
 
 def corpus_play(char_rnn_dir: Path, src: Path, **extra) -> list[dict]:

@@ -10,14 +10,17 @@ from __future__ import annotations
 
 import json
 import os
+from pathlib import Path
 
 import pytest
+import yaml
 
 PREFIX = "/opt/torch/install"
 CHAR_RNN = "/opt/rnn-karpathy"
 UPSTREAM_URL = os.environ.get("CHARRNN_UPSTREAM_URL", "")
 TORCH7_VERSION = os.environ.get("CHARRNN_TORCH7_VERSION", "")
 CHAR_RNN_VERSION = os.environ.get("CHARRNN_CHAR_RNN_VERSION", "")
+TORCH7_DEFAULTS = yaml.safe_load((Path(__file__).parents[3] / "roles/torch7/defaults/main.yml").read_text())
 
 
 @pytest.mark.parametrize("command", ["gcc --version", "g++ --version", "cmake --version", "git --version", "unzip -v"])
@@ -55,6 +58,20 @@ def test_build_record_names_the_commit_and_blas(host):
     record = json.loads(host.file(f"{PREFIX}/.rnn_bootstrap-build.json").content_string)
     assert record["commit"] == TORCH7_VERSION
     assert "openblas" in record["blas_library"], record
+
+
+def test_cmake_4_hosts_build_with_the_pinned_cmake_3(host):
+    """torch/distro (and the FIXTURE's CMakeLists, both `cmake_minimum_required` < 3.5) does not
+    configure under CMake 4: there the torch7 role installs CMake 3 from PyPI and builds with it."""
+    system = host.check_output("cmake --version").split()[2]
+    record = json.loads(host.file(f"{PREFIX}/.rnn_bootstrap-build.json").content_string)
+    if int(system.split(".")[0]) >= 4:
+        pinned = TORCH7_DEFAULTS["torch7_cmake3_version"]
+        assert host.check_output(f"{TORCH7_DEFAULTS['torch7_cmake3_venv']}/bin/cmake --version").split()[2] == pinned
+        assert record["cmake_version"] == pinned, record
+    else:
+        assert not host.file(TORCH7_DEFAULTS["torch7_cmake3_venv"]).exists, "a CMake 3 where the system's is 3"
+        assert record["cmake_version"] == system, record
 
 
 def test_th_requires_what_char_rnn_needs(host):

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import json
 import re
+from pathlib import Path
+
+import yaml
 
 TH = "/opt/torch/install/bin/th"
 CHAR_RNN = "/opt/rnn-karpathy"
+TORCH7_DEFAULTS = yaml.safe_load((Path(__file__).parents[3] / "roles/torch7/defaults/main.yml").read_text())
 
 
 def test_th_requires_what_char_rnn_needs(host):
@@ -13,6 +18,14 @@ def test_th_requires_what_char_rnn_needs(host):
         f"{TH} -e \"require 'torch'; require 'nn'; require 'nngraph'; require 'optim'; require 'lfs'; print('ok')\""
     )
     assert out.strip().endswith("ok"), out
+
+
+def test_cmake_4_hosts_build_with_the_pinned_cmake_3(host):
+    """torch/distro's CMakeLists want CMake < 4: on CMake 4 hosts the pinned CMake 3 built it."""
+    system = host.check_output("cmake --version").split()[2]
+    record = json.loads(host.file("/opt/torch/install/.rnn_bootstrap-build.json").content_string)
+    expected = TORCH7_DEFAULTS["torch7_cmake3_version"] if int(system.split(".")[0]) >= 4 else system
+    assert record["cmake_version"] == expected, record
 
 
 def test_libth_links_openblas(host):
