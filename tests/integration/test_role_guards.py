@@ -6,36 +6,10 @@
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
-
-REPO = Path(__file__).resolve().parents[2]
-
-
-def playbook(tmp_path: Path, plays: list[dict]) -> dict:
-    """Run PLAYS on localhost; return the json callback's result."""
-    path = tmp_path / "play.yml"
-    path.write_text(json.dumps(plays))
-    # The managed "host" is this machine, with this test's Python (no interpreter discovery).
-    inventory = tmp_path / "inventory.ini"
-    inventory.write_text(f"localhost ansible_connection=local ansible_python_interpreter={sys.executable}\n")
-    env = {
-        **os.environ,
-        "ANSIBLE_CONFIG": str(REPO / "ansible.cfg"),
-        "ANSIBLE_STDOUT_CALLBACK": "ansible.posix.json",
-        "ANSIBLE_LOAD_CALLBACK_PLUGINS": "1",
-    }
-    run = subprocess.run(
-        ["ansible-playbook", "-i", str(inventory), str(path)],
-        cwd=REPO, env=env, capture_output=True, text=True, check=False,
-    )  # fmt: skip
-    assert run.stdout.lstrip().startswith("{"), run.stdout + run.stderr
-    return json.loads(run.stdout)
+from localplay import playbook
 
 
 def failures(result: dict) -> list[str]:

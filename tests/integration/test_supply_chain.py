@@ -8,46 +8,17 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import yaml
+from localplay import playbook, task_results
 
 REPO = Path(__file__).resolve().parents[2]
 CMAKE_VERSION = yaml.safe_load((REPO / "roles/torch7/defaults/main.yml").read_text())["torch7_cmake3_version"]
 PINS = yaml.safe_load((REPO / "roles/torch7/vars/main.yml").read_text())["__torch7_cmake3_wheel_sha256"]
-
-
-def playbook(tmp_path: Path, plays: list[dict]) -> dict:
-    """Run PLAYS on localhost with this Python; return the json callback's result."""
-    path = tmp_path / "play.yml"
-    path.write_text(json.dumps(plays))
-    inventory = tmp_path / "inventory.ini"
-    inventory.write_text(f"localhost ansible_connection=local ansible_python_interpreter={sys.executable}\n")
-    env = {
-        **os.environ,
-        "ANSIBLE_CONFIG": str(REPO / "ansible.cfg"),
-        "ANSIBLE_STDOUT_CALLBACK": "ansible.posix.json",
-        "ANSIBLE_LOAD_CALLBACK_PLUGINS": "1",
-    }
-    run = subprocess.run(
-        [str(Path(sys.executable).parent / "ansible-playbook"), "-i", str(inventory), str(path)],
-        cwd=REPO, env=env, capture_output=True, text=True, check=False, timeout=600,
-    )  # fmt: skip
-    assert run.stdout.lstrip().startswith("{"), run.stdout + run.stderr
-    return json.loads(run.stdout)
-
-
-def results(data: dict) -> dict[str, dict]:
-    """Task results by task name (without the "role : " prefix the callback adds)."""
-    return {
-        t["task"]["name"].split(" : ", 1)[-1]: t["hosts"]["localhost"]
-        for t in data["plays"][0]["tasks"]
-        if "localhost" in t["hosts"]
-    }
 
 
 def cmake3_play(venv: Path, **role_vars) -> list[dict]:
@@ -90,7 +61,7 @@ def test_cmake3_installs_offline_only_against_the_pins(tmp_path: Path, wheels: P
     venv = tmp_path / "venv"
     first = playbook(tmp_path, cmake3_play(venv, torch7_cmake3_find_links=str(wheels)))
     assert first["stats"]["localhost"]["failures"] == 0, json.dumps(first, indent=1)
-    install = results(first)["Install the pinned CMake 3 (pip refuses a wheel whose sha256 is not pinned)"]
+    install = task_results(first)["Install the pinned CMake 3 (pip refuses a wheel whose sha256 is not pinned)"]
     assert "--require-hashes" in install["cmd"] and "--no-index" in install["cmd"]
     version = subprocess.run([str(venv / "bin/cmake"), "--version"], capture_output=True, text=True, check=True)
     assert f"cmake version {CMAKE_VERSION}" in version.stdout
@@ -102,7 +73,7 @@ def test_a_wheel_that_does_not_match_the_pins_is_refused(tmp_path: Path, wheels:
     venv = tmp_path / "venv"
     data = playbook(tmp_path, cmake3_play(venv, torch7_cmake3_find_links=str(wheels), torch7_cmake3_hashes=["0" * 64]))
     assert data["stats"]["localhost"]["failures"] == 1
-    failed = results(data)["Install the pinned CMake 3 (pip refuses a wheel whose sha256 is not pinned)"]
+    failed = task_results(data)["Install the pinned CMake 3 (pip refuses a wheel whose sha256 is not pinned)"]
     assert "THESE PACKAGES DO NOT MATCH THE HASHES" in failed["stderr"], failed
     assert not (venv / "bin/cmake").exists()
 
@@ -116,7 +87,7 @@ def test_a_wheel_that_does_not_match_the_pins_is_refused(tmp_path: Path, wheels:
 )
 def test_versions_without_pins_are_refused_before_anything_is_downloaded(tmp_path: Path, role_vars, needle):
     data = playbook(tmp_path, cmake3_play(tmp_path / "venv", **role_vars))
-    failed = results(data)["Check that the CMake 3 wheel can be verified"]
+    failed = task_results(data)["Check that the CMake 3 wheel can be verified"]
     assert failed["failed"] and needle in " ".join(failed["msg"].split()), failed
     assert "Set torch7_cmake3_hashes to the sha256 of its wheels" in " ".join(failed["msg"].split())
     assert not (tmp_path / "venv").exists()
@@ -138,7 +109,7 @@ EXTRA = ["lua-cjson", {"name": "dkjson", "version": "2.8-1"}, {"name": "penlight
 
 def test_unpinned_extra_rocks_are_refused_before_anything_is_installed(tmp_path: Path):
     data = playbook(tmp_path, luarocks_play(luarocks_extra_rocks=EXTRA))
-    tasks = results(data)
+    tasks = task_results(data)
     failed = tasks["Check that every extra rock is pinned to a version"]
     msg = " ".join(failed["msg"].split())
     assert failed["failed"]
@@ -151,7 +122,7 @@ def test_unpinned_extra_rocks_are_refused_before_anything_is_installed(tmp_path:
 
 def test_warn_names_them_and_goes_on(tmp_path: Path):
     data = playbook(tmp_path, luarocks_play(luarocks_extra_rocks=EXTRA, luarocks_unpinned="warn"))
-    tasks = results(data)
+    tasks = task_results(data)
     assert tasks["Warn about unpinned rocks"]["msg"].startswith("WARNING: lua-cjson (luarocks_extra_rocks, no version)")
     # it went on to install them (and here fails on the missing luarocks, as it should)
     assert "luarocks executable /nonexistent/luarocks does not exist" in str(tasks["Manage extra rocks"])
@@ -159,4 +130,5 @@ def test_warn_names_them_and_goes_on(tmp_path: Path):
 
 def test_pinned_extra_rocks_pass(tmp_path: Path):
     data = playbook(tmp_path, luarocks_play(luarocks_extra_rocks=[{"name": "dkjson", "version": "2.8-1"}]))
-    assert results(data)["Check that every extra rock is pinned to a version"]["msg"] == "every extra rock is pinned"
+    check = task_results(data)["Check that every extra rock is pinned to a version"]
+    assert check["msg"] == "every extra rock is pinned"

@@ -2,15 +2,10 @@
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
-
-REPO = Path(__file__).resolve().parents[2]
+from localplay import playbook, task_results
 
 
 def preflight(tmp_path: Path, **role_vars) -> dict:
@@ -30,23 +25,7 @@ def preflight(tmp_path: Path, **role_vars) -> dict:
             ],
         }
     ]
-    (tmp_path / "play.yml").write_text(json.dumps(plays))
-    (tmp_path / "inventory.ini").write_text(
-        f"localhost ansible_connection=local ansible_python_interpreter={sys.executable}\n"
-    )
-    env = {
-        **os.environ,
-        "ANSIBLE_CONFIG": str(REPO / "ansible.cfg"),
-        "ANSIBLE_STDOUT_CALLBACK": "ansible.posix.json",
-        "ANSIBLE_LOAD_CALLBACK_PLUGINS": "1",
-    }
-    run = subprocess.run(
-        [str(Path(sys.executable).parent / "ansible-playbook"), "-i", str(tmp_path / "inventory.ini"),
-         str(tmp_path / "play.yml")],
-        cwd=REPO, env=env, capture_output=True, text=True, check=False, timeout=300,
-    )  # fmt: skip
-    data = json.loads(run.stdout)
-    return {t["task"]["name"].split(" : ", 1)[-1]: t["hosts"]["localhost"] for t in data["plays"][0]["tasks"]}
+    return task_results(playbook(tmp_path, plays, timeout=300))
 
 
 @pytest.mark.parametrize(
