@@ -82,6 +82,36 @@ def test_service_runs_train_lua_as_the_training_user(host):
     assert "Restart=on-failure" in unit and "User=charrnn" in unit
 
 
+def test_the_unit_is_sandboxed(host):
+    """The unit's sandbox is in force on the running trainer, and systemd-analyze scores it <= 2.5."""
+    expected = {
+        "NoNewPrivileges": "yes", "ProtectSystem": "strict", "ProtectHome": "yes", "PrivateTmp": "yes",
+        "PrivateDevices": "yes", "PrivateNetwork": "yes", "CapabilityBoundingSet": "", "ProtectProc": "invisible",
+        "SystemCallArchitectures": "native", "MemoryDenyWriteExecute": "no", "RestrictNamespaces": "yes",
+        "ReadWritePaths": f"{CV} {CHAR_RNN}/data/tinyshakespeare /var/log/char-rnn /var/lib/char-rnn",
+    }  # fmt: skip
+    shown = host.check_output(f"systemctl show {UNIT} -p {','.join(expected)}")
+    assert dict(line.split("=", 1) for line in shown.splitlines()) == expected
+    assert "mbind" in show(host, "SystemCallFilter") and "reboot" not in show(host, "SystemCallFilter")
+    pid = wait_for(lambda: trainer_pids(host), 60, "train.lua to run")[0]
+    status = host.file(f"/proc/{pid}/status").content_string
+    assert re.search(r"^NoNewPrivs:\s+1$", status, re.M) and re.search(r"^Seccomp:\s+2$", status, re.M), status
+    assert re.search(r"^CapBnd:\s+0+$", status, re.M) and re.search(r"^CapEff:\s+0+$", status, re.M), status
+    # its own network namespace, with nothing but lo
+    interfaces = [
+        line.split(":")[0].strip() for line in host.file(f"/proc/{pid}/net/dev").content_string.splitlines()[2:]
+    ]
+    assert interfaces == ["lo"]
+    # in its mount namespace the system is read-only (even to root) and its checkpoint folder is not
+    readonly = host.run(f"nsenter -t {pid} -m touch /usr/local/sandbox-probe")
+    assert readonly.rc != 0 and "Read-only file system" in readonly.stderr, readonly.stderr
+    assert host.run(f"nsenter -t {pid} -m sh -c 'touch {CV}/.sandbox-probe && rm {CV}/.sandbox-probe'").rc == 0
+    assert not host.file("/usr/local/sandbox-probe").exists
+    analysis = host.check_output(f"systemd-analyze security --no-pager {UNIT}")
+    score = float(re.search(r"Overall exposure level for \S+: ([\d.]+)", analysis).group(1))
+    assert score <= 2.5, analysis
+
+
 def test_checkpoints_appear(host):
     wait_for(lambda: host.run(f"ls {CV}/lm_{RUN}_epoch*.t7").rc == 0, 90, f"a checkpoint in {CV}")
 
