@@ -50,7 +50,7 @@ CONFIG_DIR = "/run/char-rnn-sandbox-measure"
 # Every setting of the role's sandbox (roles/char_rnn_train/templates/char-rnn-train.service.j2).
 SANDBOX_KEYS = (
     "NoNewPrivileges", "CapabilityBoundingSet", "AmbientCapabilities", "ProtectSystem", "ReadWritePaths",
-    "ProtectHome", "PrivateTmp", "PrivateDevices", "DevicePolicy", "DeviceAllow", "ProcSubset",
+    "ReadOnlyPaths", "ProtectHome", "PrivateTmp", "PrivateDevices", "DevicePolicy", "DeviceAllow", "ProcSubset",
     "RestrictAddressFamilies", "PrivateNetwork", "IPAddressDeny", "PrivateUsers", "PrivateMounts", "ProtectClock",
     "ProtectHostname", "ProtectKernelTunables", "ProtectKernelModules", "ProtectKernelLogs", "ProtectControlGroups",
     "ProtectProc", "RestrictNamespaces", "RestrictRealtime", "RestrictSUIDSGID", "RemoveIPC", "LockPersonality",
@@ -58,8 +58,8 @@ SANDBOX_KEYS = (
     "KeyringMode",
 )  # fmt: skip
 # Settings measured together (one without the other means nothing, or is the systemd default).
-TOGETHER = {"ReadWritePaths": "ProtectSystem", "SystemCallErrorNumber": "SystemCallFilter",
-            "DeviceAllow": "DevicePolicy"}  # fmt: skip
+TOGETHER = {"ReadWritePaths": "ProtectSystem", "ReadOnlyPaths": "ProtectSystem",
+            "SystemCallErrorNumber": "SystemCallFilter", "DeviceAllow": "DevicePolicy"}  # fmt: skip
 TIME_RE = re.compile(r"time/batch = ([\d.]+)s")
 SAVED_RE = re.compile(r"saving checkpoint to (\S+)")
 REASON_RE = re.compile(r"error|denied|fail|protect|not permitted|read-only|signal|cannot", re.I)

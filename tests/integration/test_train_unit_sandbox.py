@@ -22,7 +22,7 @@ REPO = Path(__file__).resolve().parents[2]
 ROLE = REPO / "roles" / "char_rnn_train"
 SANDBOX_KEYS = {
     "NoNewPrivileges", "CapabilityBoundingSet", "AmbientCapabilities", "ProtectSystem", "ReadWritePaths",
-    "ProtectHome", "PrivateTmp", "PrivateDevices", "DevicePolicy", "DeviceAllow", "ProcSubset",
+    "ReadOnlyPaths", "ProtectHome", "PrivateTmp", "PrivateDevices", "DevicePolicy", "DeviceAllow", "ProcSubset",
     "RestrictAddressFamilies", "PrivateNetwork", "IPAddressDeny", "PrivateUsers", "PrivateMounts", "ProtectClock",
     "ProtectHostname", "ProtectKernelTunables", "ProtectKernelModules", "ProtectKernelLogs", "ProtectControlGroups",
     "ProtectProc", "RestrictNamespaces", "RestrictRealtime", "RestrictSUIDSGID", "RemoveIPC", "LockPersonality",
@@ -97,7 +97,8 @@ def test_cpu_run_writes_only_its_paths_and_has_no_network_devices_or_capabilitie
         "/opt/rnn-karpathy/cv/shakespeare /opt/rnn-karpathy/data/tiny /var/log/char-rnn /var/lib/char-rnn"
     ]
     expected = {
-        "ProtectSystem": ["strict"], "ProtectHome": ["yes"], "PrivateTmp": ["yes"], "PrivateDevices": ["yes"],
+        "ProtectSystem": ["strict"], "ReadOnlyPaths": ["/run"], "ProtectHome": ["yes"], "PrivateTmp": ["yes"],
+        "PrivateDevices": ["yes"],
         "PrivateNetwork": ["yes"], "RestrictAddressFamilies": ["none"], "IPAddressDeny": ["any"],
         "NoNewPrivileges": ["yes"], "CapabilityBoundingSet": [""], "AmbientCapabilities": [""],
         "SystemCallArchitectures": ["native"], "SystemCallErrorNumber": ["EPERM"],
