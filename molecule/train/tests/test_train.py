@@ -63,11 +63,13 @@ def recap_changed(out: str) -> int:
     return int(match.group(1))
 
 
-def newest_valid_checkpoint(host) -> str:
-    """The launcher's own choice, computed on the host with checkpoints.py (as it does)."""
+def newest_valid_checkpoint(host, before: float) -> str:
+    """The launcher's own choice, computed on the host with checkpoints.py (as it does), among the
+    checkpoints written before ``before`` (the restarted run may have written one since)."""
     script = (
         "import sys, json; sys.path.insert(0, '/usr/local/libexec/char-rnn'); import checkpoints; "
-        f"r = checkpoints.discover('{CV}', '{RUN}'); print(json.dumps(r['latest']['path'] if r['latest'] else None))"
+        f"e = [c for c in checkpoints.discover('{CV}', '{RUN}')['checkpoints'] if c['mtime'] <= {before}]; "
+        "n = checkpoints.latest_of(e); print(json.dumps(n['path'] if n else None))"
     )
     return json.loads(host.check_output(f'python3 -c "{script}"'))
 
@@ -80,6 +82,43 @@ def test_service_runs_train_lua_as_the_training_user(host):
         assert host.check_output(f"ps -o user= -p {pid}") == "charrnn"
     unit = host.file(f"/etc/systemd/system/{UNIT}").content_string
     assert "Restart=on-failure" in unit and "User=charrnn" in unit
+
+
+def test_the_unit_is_sandboxed(host):
+    """The unit's sandbox is in force on the running trainer, and systemd-analyze scores it <= 2.5."""
+    expected = {
+        "NoNewPrivileges": "yes", "ProtectSystem": "strict", "ProtectHome": "yes", "PrivateTmp": "yes",
+        "PrivateDevices": "yes", "PrivateNetwork": "yes", "CapabilityBoundingSet": "", "ProtectProc": "invisible",
+        "SystemCallArchitectures": "native", "MemoryDenyWriteExecute": "no", "RestrictNamespaces": "yes",
+        "ReadWritePaths": f"{CV} {CHAR_RNN}/data/tinyshakespeare /var/log/char-rnn /var/lib/char-rnn",
+    }  # fmt: skip
+    shown = host.check_output(f"systemctl show {UNIT} -p {','.join(expected)}")
+    assert dict(line.split("=", 1) for line in shown.splitlines()) == expected
+    assert "mbind" in show(host, "SystemCallFilter") and "reboot" not in show(host, "SystemCallFilter")
+    # the run itself, not one of the launcher's short thread probes
+    wait_for(lambda: "threads (" in host.file(LOG).content_string, 120, "the launcher's thread choice")
+    pid = wait_for(lambda: trainer_pids(host), 60, "train.lua to run")[0]
+    status = host.file(f"/proc/{pid}/status").content_string
+    assert re.search(r"^NoNewPrivs:\s+1$", status, re.M) and re.search(r"^Seccomp:\s+2$", status, re.M), status
+    assert re.search(r"^CapBnd:\s+0+$", status, re.M) and re.search(r"^CapEff:\s+0+$", status, re.M), status
+    # its own network namespace, with nothing but lo
+    interfaces = [
+        line.split(":")[0].strip() for line in host.file(f"/proc/{pid}/net/dev").content_string.splitlines()[2:]
+    ]
+    assert interfaces == ["lo"]
+    # in its mount namespace everything is read-only but its own paths, its /tmp and the kernel's API
+    # file systems (the last mount on a mount point is the one it sees)
+    top = {}
+    for line in host.file(f"/proc/{pid}/mountinfo").content_string.splitlines():
+        fields = line.split()
+        top[fields[4]] = fields[5].split(",")[0]
+    writable = {point for point, mode in top.items() if mode == "rw" and not point.startswith(("/proc", "/dev/"))}
+    assert top["/"] == top["/run"] == "ro", top
+    own = {CV, f"{CHAR_RNN}/data/tinyshakespeare", "/var/log/char-rnn", "/var/lib/char-rnn", "/tmp", "/var/tmp"}
+    assert writable == own, top
+    analysis = host.check_output(f"systemd-analyze security --no-pager {UNIT}")
+    score = float(re.search(r"Overall exposure level for \S+: ([\d.]+)", analysis).group(1))
+    assert score <= 2.5, analysis
 
 
 def test_checkpoints_appear(host):
@@ -98,10 +137,11 @@ def test_kill_9_resumes_from_the_newest_checkpoint(host):
     wait_for(lambda: host.run(f"ls {CV}/lm_{RUN}_epoch*.t7").rc == 0, 60, "a checkpoint")
     pids = trainer_pids(host)
     assert pids
-    host.run(f"kill -9 {' '.join(pids)}")
+    # the time of the kill, in the same shell: checkpoints after it are the restarted run's
+    killed = float(host.check_output(f"kill -9 {' '.join(pids)}; date +%s.%N"))
     log_before = host.file(LOG).content_string
     killed_at = max(int(m.group(1)) for m in PROGRESS_RE.finditer(log_before))
-    expected = newest_valid_checkpoint(host)
+    expected = newest_valid_checkpoint(host, killed)
     assert expected, "no valid checkpoint when the trainer was killed"
     wait_for(lambda: int(show(host, "NRestarts")) > restarts_before, 60, "systemd to restart the unit")
     pattern = f"loading a model from checkpoint {expected}"
