@@ -61,7 +61,10 @@ docs_lint() {
   rm -rf "$deps" && mkdir -p "$deps/ansible_collections/amazon"
   cp -r "$("$VENV/bin/python" -c 'import ansible_collections.amazon.aws as m; print(list(m.__path__)[0])')" \
     "$deps/ansible_collections/amazon/aws"
-  ANSIBLE_COLLECTIONS_PATH="$deps" antsibull-docs lint-collection-docs --plugin-docs . \
+  # Only the copy under test and $deps: with the venv's bundled collections also on sys.path, a
+  # fresh clone's lint could not resolve amazon.aws's doc fragments (seen in CI, not in old venvs).
+  ANSIBLE_COLLECTIONS_PATH="$deps" ANSIBLE_COLLECTIONS_SCAN_SYS_PATH=false \
+    antsibull-docs lint-collection-docs --plugin-docs . \
     && echo "antsibull-docs lint-collection-docs --plugin-docs: clean"
 }
 
