@@ -251,6 +251,7 @@ def run_molecule(scenario: str, platforms: list[Platform]) -> bool:
     print(f"molecule {scenario} on {', '.join(p.name for p in ready)}", flush=True)
     timings: list[tuple[str, float, bool]] = []
     ok = True
+    run_started = time.time()
     make_volumes(scenario)
     try:
         for action in SEQUENCES.get(scenario, SEQUENCE):
@@ -266,6 +267,9 @@ def run_molecule(scenario: str, platforms: list[Platform]) -> bool:
         destroyed = subprocess.run([*base, "destroy", "-s", scenario], cwd=REPO, check=False).returncode == 0
         timings.append(("destroy", time.monotonic() - started, destroyed))
         remove_volumes(scenario)
+    table = REPO / ".cache" / "molecule" / f"{scenario}-table.txt"  # a table the verifier wrote
+    if table.exists() and table.stat().st_mtime >= run_started:
+        print(f"\n{table.read_text()}", end="")
     print(f"\nmolecule {scenario}: " + ", ".join(f"{a} {s:.0f} s{'' if good else ' FAILED'}" for a, s, good in timings))
     for platform in ready:
         platform.status = "passed" if ok else "FAILED"
