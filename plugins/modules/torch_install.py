@@ -144,7 +144,7 @@ options:
         free space plus what this build already uses there (the checkout, the build tree and a
         prefix of ours, which it replaces) is less. V(0) skips the check.
       - A build that fills the disk anyway fails with C(no space left on device), the filesystem
-        and its free space in RV(msg).
+        and its free space in the failure message.
     type: int
     default: 0
   artifact:

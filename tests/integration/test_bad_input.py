@@ -158,9 +158,11 @@ def row_tasks(row: dict, index: int) -> dict:
     elif row["kind"] == "module":
         step = {f"rnn_bootstrap.char_rnn.{row['module']}": row["args"]}
     else:
-        tasks_from = "main" if row["role"] == "git_mirrors" else "preflight"
-        step = {"ansible.builtin.include_role": {"name": f"rnn_bootstrap.char_rnn.{row['role']}",
-                                                  "tasks_from": tasks_from}, "vars": row["vars"]}  # fmt: skip
+        role = {
+            "name": f"rnn_bootstrap.char_rnn.{row['role']}",
+            "tasks_from": "main" if row["role"] == "git_mirrors" else "preflight",
+        }
+        step = {"ansible.builtin.include_role": role, "vars": row["vars"]}
     step["name"] = f"row {index}"
     keep = {"ansible.builtin.set_fact": {"rows": f"{{{{ rows | combine({{'{index}': ansible_failed_result.msg}}) }}}}"}}
     return {"name": f"row {index}: {row['id']}", "block": [step], "rescue": [keep]}
