@@ -133,7 +133,14 @@ def invalid_checkpoints(host) -> list[str]:
 
 
 def last_iteration(text: str) -> int:
-    return max(int(m.group(1)) for m in PROGRESS_RE.finditer(text))
+    """The iteration of the last progress line (counted within the current -init_from segment)."""
+    return int(PROGRESS_RE.findall(text)[-1])
+
+
+def between(text: str, start: str, end: str) -> str:
+    """TEXT from START up to END (included), or to its end."""
+    text = text[text.find(start) :] if start in text else text
+    return text[: text.find(end) + len(end)] if end in text else text
 
 
 def checkpoint_iteration(name: str, per_epoch: int) -> int:
@@ -181,7 +188,7 @@ def test_upstream_unreachable_during_the_clone(host, table, upstream):
     run = playbook(host, "torch.yml", TORCH)
     assert run.returncode != 0
     message = failure(run)
-    row.saw = message[message.find("Cloning") :][:400]
+    row.saw = between(message, "Cloning", "run the play again.")
     # the URL git fetched (after the rewrite), and the one the user configured
     configured = "torch7_repo https://github.com/torch/distro.git after the Git URL rewrites"
     assert f"Cloning torch/distro from {url} ({configured}" in message
@@ -290,8 +297,8 @@ def test_disk_full_during_the_build(host, table):
     state = record(host, f"{SMALL}/torch")
     assert state is None or state.get("incomplete") is True, state
     row.saw = (
-        f"preflight: {preflight[preflight.find('not enough') :][:260]} | during the build: "
-        + full[full.find("Torch build failed") :][:260]
+        f"preflight: {between(preflight, 'not enough', ' (step:').removesuffix(' (step:')} | during the build: "
+        + between(full, "Torch build failed", " (full log").removesuffix(" (full log")
     )
     # 3. space again (the hog removed): the re-run builds there and the host is healthy
     host.check_output(f"rm -f {SMALL}/hog")
@@ -339,7 +346,7 @@ def test_dpkg_lock_held_by_another_process(host, table):
     holder = f"{pid} python3 (/usr/bin/python3 /usr/local/sbin/faults-lock-holder 3600)"
     assert f"{holder} holds /var/lib/dpkg/lock-frontend" in message
     assert waited >= 10, waited
-    row.saw = f"play failed after {waited:.0f} s: " + message[:330]
+    row.saw = f"play failed after {waited:.0f} s: " + between(message, "apt/dpkg", "run the play again.")
     # the holder gone, the same play goes through and changes nothing
     assert host.run("systemctl is-active faults-apt-lock-1").stdout.strip() != "active"
     again = playbook(host, "system_deps.yml", {**NO_PACKAGES, "system_deps_apt_lock_timeout": 10})
@@ -370,7 +377,8 @@ def test_host_rebooted_mid_run(host, table):
     )[0]
     assert show(host, "ActiveState") == "active"
     assert loaded == expected, (loaded, expected)
-    lost = at_reboot - checkpoint_iteration(loaded, per_epoch(host))
+    # (the epoch in a checkpoint's name has 2 decimals: its iteration is known to +-1)
+    lost = max(0, at_reboot - checkpoint_iteration(loaded, per_epoch(host)))
     row.saw = f"service back by itself after the restart: 'loading a model from checkpoint {loaded}'"
     row.recovered = "yes"
     row.lost = f"{lost} iterations since that checkpoint (eval_val_every {EVAL_VAL_EVERY}, + the save in flight)"
@@ -418,7 +426,7 @@ def test_stop_while_a_checkpoint_is_written(host, table):
     assert loaded == newest
     assert f"ignoring {writing}: not a complete checkpoint" in host.file(LOG).content_string[len(before) :]
     row.recovered = "yes"
-    lost = stopped_at - checkpoint_iteration(loaded, per_epoch(host))
+    lost = max(0, stopped_at - checkpoint_iteration(loaded, per_epoch(host)))
     row.lost = f"{lost} iterations since the last valid checkpoint"
 
 
@@ -452,7 +460,7 @@ def test_bad_corpora_change_nothing_on_the_host(host, table, corpora):
         assert message in text, text
         assert recap(run, "changed") == 0
         assert not host.file(data).exists  # checked on the controller before the host is touched
-        seen.append(f"{name}: {text[text.find('corpus ') :][:200]}")
+        seen.append(f"{name}: " + between(text, "corpus ", "LUA51").replace(f"{corpora[name].parent}/", ""))
     row.saw = " | ".join(seen)
     good = playbook(host, "char_rnn.yml", {"char_rnn_dataset": "faults", "char_rnn_corpus_src": str(corpora["good"])})
     assert good.returncode == 0, good.stdout[-3000:]
