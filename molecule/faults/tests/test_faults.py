@@ -134,7 +134,7 @@ def invalid_checkpoints(host) -> list[str]:
 
 def last_iteration(text: str) -> int:
     """The iteration of the last progress line (counted within the current -init_from segment)."""
-    return int(PROGRESS_RE.findall(text)[-1])
+    return int(PROGRESS_RE.findall(text)[-1][0])
 
 
 def between(text: str, start: str, end: str) -> str:
