@@ -15,6 +15,7 @@ small runner object, so the unit tests can replace every command with a fake.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -592,6 +593,98 @@ def write_progress(log_path, number, total, name, finished=False):
         progress_path(log_path),
         {"step": number, "steps": total, "name": name, "finished": finished, "since": round(time.time())},
     )
+
+
+# --------------------------------------------------------------------------- disk space
+
+DISK_FULL = re.compile(r"No space left on device|Disk quota exceeded|ENOSPC|\[Errno 28\]")
+MB = 1 << 20
+
+
+def existing_ancestor(path):
+    """PATH, or its nearest parent that exists (a prefix not created yet lives on its parent's filesystem)."""
+    path = os.path.abspath(path)
+    while not os.path.exists(path) and path != os.path.dirname(path):
+        path = os.path.dirname(path)
+    return path
+
+
+def mount_point(path):
+    path = os.path.realpath(existing_ancestor(path))
+    dev = os.stat(path).st_dev
+    while path != "/" and os.stat(os.path.dirname(path)).st_dev == dev:
+        path = os.path.dirname(path)
+    return path
+
+
+def free_mb(path):
+    st = os.statvfs(existing_ancestor(path))
+    return st.f_bavail * st.f_frsize // MB
+
+
+def tree_mb(path, skip=()):
+    """Disk use (allocated blocks) of PATH's tree, without the subtrees in SKIP."""
+    skip = {os.path.abspath(s) for s in skip}
+    total = 0
+    for root, dirs, files in os.walk(path):
+        dirs[:] = [d for d in dirs if os.path.join(root, d) not in skip]
+        for name in files + dirs:
+            with contextlib.suppress(OSError):  # removed while we walk
+                total += os.lstat(os.path.join(root, name)).st_blocks * 512
+    return total // MB
+
+
+def space_shortfalls(src, build_dir, prefix, min_free_mb):
+    """Filesystems where a build of SRC into PREFIX would not fit: each that holds the sources,
+    the build tree or the prefix needs MIN_FREE_MB for all of them (a conservative reading when they
+    are split over filesystems). What is already there counts: the checkout, and the build tree
+    and a prefix of ours, which the build removes first. Returns a list of messages."""
+    if not min_free_mb:
+        return []
+    ours = os.path.exists(state_path(prefix))
+    parts = {
+        "sources": (src, tree_mb(src, (build_dir, prefix)) if os.path.isdir(src) else 0),
+        "build tree": (build_dir, tree_mb(build_dir) if os.path.isdir(build_dir) else 0),
+        "prefix": (prefix, tree_mb(prefix) if ours and os.path.isdir(prefix) else 0),
+    }
+    by_mount = {}
+    for name, (path, used) in parts.items():
+        entry = by_mount.setdefault(mount_point(path), {"paths": [], "used": 0, "free": free_mb(path)})
+        entry["paths"].append(f"{name} {path}")
+        entry["used"] += used
+    problems = []
+    for mount, entry in sorted(by_mount.items()):
+        if entry["free"] + entry["used"] < min_free_mb:
+            problems.append(
+                "not enough disk space to build Torch7 on {} ({}): {} MB free{}, a build needs about {} MB there "
+                "(torch7_min_free_mb: sources, build tree and prefix); free {} MB or move torch7_src / "
+                "torch7_prefix".format(
+                    mount,
+                    ", ".join(entry["paths"]),
+                    entry["free"],
+                    f" + {entry['used']} MB already used by this build" if entry["used"] else "",
+                    min_free_mb,
+                    min_free_mb - entry["free"] - entry["used"],
+                )
+            )
+    return problems
+
+
+def disk_full_message(text, paths, min_free_mb):
+    """The build's failure in words when TEXT (its error and log tail) says the disk filled up."""
+    if not DISK_FULL.search(text or ""):
+        return None
+    where = []
+    for path in paths:
+        try:
+            where.append((free_mb(path), mount_point(path), path))
+        except OSError:
+            continue
+    if not where:
+        return "no space left on device"
+    free, mount, path = min(where)
+    need = f"; a build needs about {min_free_mb} MB there (torch7_min_free_mb)" if min_free_mb else ""
+    return f"no space left on device: {mount} (for {path}) has {free} MB free now{need}"
 
 
 # --------------------------------------------------------------------------- activation

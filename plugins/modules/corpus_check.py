@@ -12,6 +12,8 @@ description:
   - Reads O(path) in chunks and checks that it exists, is not empty, is text (no NUL or control
     bytes other than whitespace in its first 64 KiB), and is large enough that char-rnn's loader
     gives at least one training and one validation batch for O(batch_size) x O(seq_length).
+  - With O(lua_flavour) a LuaJIT flavour, also refuses a corpus too big for char-rnn's loader in
+    LuaJIT's 2 GB heap (checked from the size alone, before reading), and recommends C(LUA51).
   - Fails with the reason and the minimum size otherwise, so a training run never starts on a
     corpus that C(train.lua) would reject mid-run.
   - Read-only. Run it with C(delegate_to=localhost) to check a file on the controller before copying it.
@@ -38,6 +40,13 @@ options:
     description: C(train.lua -val_frac).
     type: float
     default: 0.05
+  lua_flavour:
+    description:
+      - The Lua that Torch is built with (the torch7 role's C(torch7_lua_flavour)).
+      - C(LUAJIT21) and C(LUAJIT20) limit the corpus size (see RV(maximum_size)); C(LUA51) and
+        C(LUA52) do not. Omitted, no size limit is checked.
+    type: str
+    choices: [LUAJIT21, LUAJIT20, LUA51, LUA52]
 extends_documentation_fragment:
   - rnn_bootstrap.char_rnn.attributes
 attributes:
@@ -92,6 +101,11 @@ minimum_size:
   returned: success
   type: int
   sample: 5000
+maximum_size:
+  description: Most bytes char-rnn's loader holds under O(lua_flavour); null without a limit.
+  returned: success
+  type: int
+  sample: 12200000000
 """
 
 from ansible.module_utils.basic import AnsibleModule
@@ -106,6 +120,7 @@ def main() -> None:
             "seq_length": {"type": "int", "default": 50},
             "train_frac": {"type": "float", "default": 0.95},
             "val_frac": {"type": "float", "default": 0.05},
+            "lua_flavour": {"type": "str", "choices": ["LUAJIT21", "LUAJIT20", "LUA51", "LUA52"]},
         },
         supports_check_mode=True,
     )

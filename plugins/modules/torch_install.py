@@ -137,6 +137,16 @@ options:
       - Rebuild even when the record matches.
     type: bool
     default: false
+  min_free_mb:
+    description:
+      - When a build is needed, MB that the sources, the build tree and the prefix need on each
+        filesystem holding them; the module fails before building, naming the filesystem, when
+        free space plus what this build already uses there (the checkout, the build tree and a
+        prefix of ours, which it replaces) is less. V(0) skips the check.
+      - A build that fills the disk anyway fails with C(no space left on device), the filesystem
+        and its free space in the failure message.
+    type: int
+    default: 0
   artifact:
     description:
       - Path on the host of a prefix tarball made by O(export_artifact). Installs it instead of building.
@@ -348,6 +358,7 @@ def argument_spec():
         profile_script=dict(type="path", default="/etc/profile.d/torch.sh"),
         th_link=dict(type="path", default="/usr/local/bin/th"),
         force=dict(type="bool", default=False),
+        min_free_mb=dict(type="int", default=0),
         artifact=dict(type="path"),
         artifact_key=dict(type="dict", no_log=False),
         artifact_manifest=dict(type="path"),
@@ -461,6 +472,10 @@ def build_from_source(runner, p, check_mode, result):
     except tb.BuildError as exc:
         raise Failure(exc.msg, failed_step=exc.step, log_tail=exc.output) from exc
     result["cmake"] = {"path": cmake, "version": tb.fmt(version)}
+    # Before anything is removed or written: a build that fills the disk fails late and in a mess.
+    shortfalls = tb.space_shortfalls(src, p["build_dir"], prefix, p["min_free_mb"])
+    if shortfalls:
+        raise Failure("; ".join(shortfalls), failed_step="free space")
     if check_mode:
         return state or {}, True
 
@@ -471,11 +486,15 @@ def build_from_source(runner, p, check_mode, result):
         lua_env = build.execute(cmake, jobs, packages)
     except tb.BuildError as exc:
         result["steps"] = build.steps
+        tail = exc.output or tb.log_tail(p["log_path"])
+        full = tb.disk_full_message(f"{exc.msg}\n{tail}", (prefix, p["build_dir"]), p["min_free_mb"])
         raise Failure(
-            "Torch build failed at step '{}' (full log: {})".format(exc.step, p["log_path"]),
+            "Torch build failed at step '{}'{} (full log: {})".format(
+                exc.step, f": {full}" if full else "", p["log_path"]
+            ),
             failed_step=exc.step,
             rc=exc.rc,
-            log_tail=exc.output or tb.log_tail(p["log_path"]),
+            log_tail=tail,
         ) from exc
     result["steps"] = build.steps
     blas, blas_soname = verify(runner, p)
@@ -739,7 +758,8 @@ def run(params, check_mode, runner):
         result.update(msg=exc.msg, failed_step=exc.step, log_tail=exc.output)
         return False, result
     except OSError as exc:
-        result.update(msg=f"{type(exc).__name__}: {exc}", failed_step=result.get("failed_step", "filesystem"))
+        full = tb.disk_full_message(str(exc), (p["prefix"], p["build_dir"]), p["min_free_mb"])
+        result.update(msg=full or f"{type(exc).__name__}: {exc}", failed_step=result.get("failed_step", "filesystem"))
         result.setdefault("log_tail", "")
         return False, result
     result["built"] = built

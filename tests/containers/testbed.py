@@ -28,6 +28,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import os
+import shlex
 import shutil
 import socket
 import subprocess
@@ -233,14 +234,20 @@ def platforms_override(scenario: str, platforms: list[Platform], path: Path) -> 
     """
     path.parent.mkdir(parents=True, exist_ok=True)
     ca = controller_ca(path.with_name("pip.conf"))
+    # What a scenario's own platform entry adds (a tmpfs, say) is kept for each of its hosts,
+    # beside the CA bundle's volumes.
+    own = yaml.safe_load((REPO / "molecule" / scenario / "molecule.yml").read_text()) or {}
+    extra = {k: v for k, v in (own.get("platforms") or [{}])[0].items() if k in PLATFORM_EXTRAS}
+    volumes = [*extra.pop("volumes", []), *ca.get("volumes", [])]
     entries = [
         {
+            **extra,
             "name": f"charrnn-{scenario}-{p.name}" + (f"-{i}" if p.extra.get("hosts", 1) > 1 else ""),
             "image": p.image,
             "pre_build_image": True,
             **({"systemd": "always", "command": "/sbin/init"} if p.systemd else WITHOUT_SYSTEMD),
             "network": "host",
-            **ca,
+            **({"volumes": volumes} if volumes else {}),
             "groups": [p.family, p.name.replace("-", "_").replace(".", "_")],
         }
         for p in platforms
@@ -253,7 +260,29 @@ def platforms_override(scenario: str, platforms: list[Platform], path: Path) -> 
 # one action at a time so that each is timed; destroy always runs.
 SEQUENCE = ("destroy", "syntax", "create", "check", "converge", "idempotence", "verify")
 # Check mode is the default scenario's; the fleet's five hosts would converge twice for it.
-SEQUENCES = {"fleet": tuple(action for action in SEQUENCE if action != "check")}
+# The faults scenario converges once, then its verify injects faults and re-runs the roles.
+SEQUENCES = {
+    "fleet": tuple(action for action in SEQUENCE if action != "check"),
+    "faults": tuple(action for action in SEQUENCE if action not in ("check", "idempotence")),
+}
+# Platform settings a scenario's molecule.yml may add to the hosts testbed.py makes.
+PLATFORM_EXTRAS = ("volumes", "capabilities")
+# Small tmpfs volumes made for a scenario (and removed after it): name -> tmpfs mount options.
+# (Molecule's schema has no tmpfs size, and podman's volume `size` option wants project quotas.)
+SCENARIO_VOLUMES = {"faults": {"charrnn-faults-small": "nr_blocks=2048,mode=0755"}}  # 8 MB
+
+
+def make_volumes(scenario: str) -> None:
+    for name, options in SCENARIO_VOLUMES.get(scenario, {}).items():
+        podman("volume", "rm", "-f", name, check=False)
+        podman("volume", "create", "--opt", "type=tmpfs", "--opt", "device=tmpfs", "--opt", f"o={options}", name)
+
+
+def remove_volumes(scenario: str) -> None:
+    for name in SCENARIO_VOLUMES.get(scenario, {}):
+        podman("volume", "rm", "-f", name, check=False)
+
+
 # Scenarios that run systemd services: a platform whose containers run without systemd as PID 1
 # (platforms.yml `systemd: false`) is NOT RUN there.
 NEEDS_SYSTEMD = frozenset({"train", "train_real"})
@@ -274,6 +303,8 @@ def run_molecule(scenario: str, platforms: list[Platform]) -> bool:
     print(f"molecule {scenario} on {', '.join(p.name for p in ready)}", flush=True)
     timings: list[tuple[str, float, bool]] = []
     ok = True
+    run_started = time.time()
+    make_volumes(scenario)
     try:
         for action in SEQUENCES.get(scenario, SEQUENCE):
             if action in ("check", "converge"):
@@ -287,6 +318,10 @@ def run_molecule(scenario: str, platforms: list[Platform]) -> bool:
         started = time.monotonic()
         destroyed = subprocess.run([*base, "destroy", "-s", scenario], cwd=REPO, check=False).returncode == 0
         timings.append(("destroy", time.monotonic() - started, destroyed))
+        remove_volumes(scenario)
+    table = REPO / ".cache" / "molecule" / f"{scenario}-table.txt"  # a table the verifier wrote
+    if table.exists() and table.stat().st_mtime >= run_started:
+        print(f"\n{table.read_text()}", end="")
     print(f"\nmolecule {scenario}: " + ", ".join(f"{a} {s:.0f} s{'' if good else ' FAILED'}" for a, s, good in timings))
     for platform in ready:
         platform.status = "passed" if ok else "FAILED"
@@ -326,6 +361,9 @@ def fixture_upstream() -> tuple[dict[str, str], subprocess.Popen]:
     env = {
         "CHARRNN_UPSTREAM": "fixture",
         "CHARRNN_UPSTREAM_URL": f"git://127.0.0.1:{port}/github.com/",
+        # for the faults scenario, which stops this server and starts it again
+        "CHARRNN_FIXTURE_DAEMON_PID": str(daemon.pid),
+        "CHARRNN_FIXTURE_DAEMON_ARGS": shlex.join(daemon.args),
         "CHARRNN_TORCH7_VERSION": shas["torch/distro"],
         "CHARRNN_CHAR_RNN_VERSION": shas["karpathy/char-rnn"],
     }

@@ -8,6 +8,7 @@ import pytest
 from ansible_collections.rnn_bootstrap.char_rnn.plugins.module_utils.corpus import (
     CorpusError,
     check,
+    maximum_size,
     minimum_size,
     splits,
 )
@@ -81,3 +82,24 @@ def test_latin1_text_is_accepted_but_flagged(tmp_path):
     corpus.write_bytes("caf\xe9 au lait\n".encode("latin-1") * 100)
     facts = check(str(corpus), 2, 5)
     assert facts["utf8"] is False
+
+
+def test_a_corpus_too_big_for_luajit_is_refused_from_its_size_alone(tmp_path):
+    huge = tmp_path / "input.txt"
+    with open(huge, "wb") as handle:  # sparse: 13 GB apparent, nothing written, never read
+        handle.truncate(13_000_000_000)
+    with pytest.raises(CorpusError) as raised:
+        check(str(huge), 50, 50, lua_flavour="LUAJIT21")
+    message = str(raised.value)
+    assert "13000000000 bytes" in message and "torch7_lua_flavour: LUA51" in message
+    assert "at most 12201610000 bytes" in message
+
+
+@pytest.mark.parametrize(
+    ("flavour", "limited"), [("LUAJIT21", True), ("LUAJIT20", True), ("LUA51", False), (None, False)]
+)
+def test_only_luajit_flavours_limit_the_size(flavour, limited):
+    assert (maximum_size(50, 50, flavour) is not None) is limited
+    if limited:
+        # linear in batch x seq: the loader's heap grows with the number of batches
+        assert maximum_size(10, 20, flavour) * 2500 == maximum_size(50, 50, flavour) * 200
