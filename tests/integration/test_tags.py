@@ -178,7 +178,13 @@ SYSTEM_DEPS = files(
 TORCH7_COMMON = files(
     "torch7/main.yml", "torch7/preflight.yml", "torch7/artifact-plan.yml", "torch7/artifact-lookup-dir.yml"
 )
-TORCH7_BUILD = files("torch7/build.yml", "torch7/build-poll.yml", "torch7/cmake.yml", "torch7/artifact-publish-dir.yml")
+TORCH7_BUILD = files(
+    "torch7/build.yml",
+    "torch7/build-poll.yml",
+    "torch7/cmake.yml",
+    "torch7/cmake3.yml",
+    "torch7/artifact-publish-dir.yml",
+)
 TORCH7_INSTALL = files("torch7/artifact-install.yml", "torch7/artifact-transfer.yml", "torch7/artifact-download-s3.yml")
 
 
