@@ -57,12 +57,16 @@ PY
 # its dependencies with `git ls-files` when they sit in a Git checkout, and the venv's amazon.aws
 # (whose doc fragments plugins/inventory/ec2.py uses) sits in this one untracked: hand it a copy.
 docs_lint() {
-  local deps="${TMPDIR:-/var/tmp}/rnn_bootstrap-docs-lint"
-  rm -rf "$deps" && mkdir -p "$deps/ansible_collections/amazon"
-  cp -r "$("$VENV/bin/python" -c 'import ansible_collections.amazon.aws as m; print(list(m.__path__)[0])')" \
-    "$deps/ansible_collections/amazon/aws"
-  # Only the copy under test and $deps: with the venv's bundled collections also on sys.path, a
-  # fresh clone's lint could not resolve amazon.aws's doc fragments (seen in CI, not in old venvs).
+  # antsibull-docs lints a copy of the git-tracked tree; the collections ours depends on go beside
+  # it, and only those: with the venv's bundled collections also on sys.path, a fresh clone's lint
+  # could not resolve amazon.aws's doc fragments (seen in CI, not in older venvs).
+  local deps="${TMPDIR:-/var/tmp}/rnn_bootstrap-docs-lint" dep
+  rm -rf "$deps" && mkdir -p "$deps/ansible_collections"
+  for dep in amazon.aws community.general; do
+    mkdir -p "$deps/ansible_collections/${dep%%.*}"
+    cp -r "$("$VENV/bin/python" -c "import ansible_collections.$dep as m; print(list(m.__path__)[0])")" \
+      "$deps/ansible_collections/${dep/.//}"
+  done
   ANSIBLE_COLLECTIONS_PATH="$deps" ANSIBLE_COLLECTIONS_SCAN_SYS_PATH=false \
     antsibull-docs lint-collection-docs --plugin-docs . \
     && echo "antsibull-docs lint-collection-docs --plugin-docs: clean"
