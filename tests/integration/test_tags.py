@@ -15,6 +15,7 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -167,7 +168,8 @@ def test_skeleton_runs_every_role_file_without_tags(skeleton: Path) -> None:
     assert "torch7/artifact-lookup-dir.yml" in ran and "torch7/artifact-publish-dir.yml" in ran
 
 
-ALWAYS = files("python_bootstrap")
+# python_bootstrap and site.yml's fact gathering are tagged `always`.
+ALWAYS = files("python_bootstrap") | {"site.yml/pre_tasks"}
 SYSTEM_DEPS = files(
     "system_deps/main.yml",
     "system_deps/preflight.yml",
@@ -206,7 +208,10 @@ SITE_CASES = [
         ALWAYS | files("char_rnn/main.yml", "char_rnn/preflight.yml", "char_rnn/corpus.yml"),
     ),
     (["--tags", "torch7,char_rnn"], ALWAYS | files("torch7", "char_rnn") | SYSTEM_DEPS),
-    (["--skip-tags", "torch7,python_bootstrap"], SYSTEM_DEPS | files("git_mirrors", "luarocks", "char_rnn")),
+    (
+        ["--skip-tags", "torch7,python_bootstrap"],
+        {"site.yml/pre_tasks"} | SYSTEM_DEPS | files("git_mirrors", "luarocks", "char_rnn"),
+    ),
     (
         ["--skip-tags", "torch7"],
         ALWAYS | SYSTEM_DEPS | files("git_mirrors", "luarocks", "char_rnn"),
@@ -269,9 +274,10 @@ def test_list_tasks_torch7_build_phase() -> None:
     assert any(name.startswith("torch7 : Clone torch/distro and build Torch7") for name in names), names
     assert any(name.startswith("torch7 : Decide per host") for name in names), names
     assert not any("Install the artifact" in name for name in names), names
-    # Ansible tags every role's argument validation `always`; nothing else of another role is listed.
+    # Ansible tags every role's argument validation `always`, and site.yml its fact gathering;
+    # nothing else of another role is listed.
     roles = {name.split(" : ")[0] for name in names if "Validating arguments against arg spec" not in name}
-    assert roles == {"python_bootstrap", "torch7"}, roles
+    assert roles == {"python_bootstrap", "torch7", "Gather facts"}, roles
     assert all("torch7:build" in tags or "always" in tags for _name, tags in tasks), tasks
 
 
@@ -351,3 +357,16 @@ def test_torch7_install_phase_on_a_host_that_must_build_says_which_tag(tmp_path:
     assert "has to build Torch7" in run.stdout and "--tags torch7 or --tags torch7:build" in run.stdout, run.stdout
     assert "Refuse an unpinned torch/distro" in run.stdout
     assert "torch7 : Clone torch/distro" not in run.stdout and "Build Torch7 in the background" not in run.stdout
+
+
+def test_a_role_tag_alone_runs_with_facts() -> None:
+    """The real site.yml with one role's tag, for real in check mode on this machine: the roles
+    need ansible_facts, so fact gathering must run under any tag (it did not before)."""
+    run = subprocess.run(
+        ["ansible-playbook", "-i", "localhost,", "-c", "local", "site.yml", "--tags", "system_deps", "--check",
+         "-e", f"ansible_python_interpreter={sys.executable}"],
+        cwd=REPO, env=_env(), capture_output=True, text=True, check=False, timeout=600,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-2000:]
+    assert "TASK [Gather facts]" in run.stdout
+    assert "system_deps : Fail on a distribution or release this collection does not support" in run.stdout
