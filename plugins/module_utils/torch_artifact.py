@@ -19,6 +19,8 @@ import os
 import platform
 import re
 
+from ansible_collections.rnn_bootstrap.char_rnn.plugins.module_utils.host import write_json  # noqa: F401 (re-exported)
+
 MANIFEST_SCHEMA = 1
 # Every field that makes two Torch7 prefixes incompatible, in the order names and messages use.
 KEY_FIELDS = (
@@ -173,16 +175,3 @@ def read_manifest(path):
     if missing:
         raise ValueError("{} is not an artifact manifest (no {})".format(path, ", ".join(missing)))
     return data
-
-
-def write_json(path, data):
-    """Atomically: a reader sees the old file or the new one, never half of one."""
-    parent = os.path.dirname(path)
-    if parent and not os.path.isdir(parent):
-        os.makedirs(parent)
-    tmp = path + ".tmp"
-    with open(tmp, "w", encoding="utf-8") as handle:
-        json.dump(data, handle, indent=2, sort_keys=True)
-        handle.write("\n")
-    os.replace(tmp, path)
-    return path

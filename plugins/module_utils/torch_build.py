@@ -24,7 +24,8 @@ import subprocess
 import tarfile
 import time
 
-from ansible_collections.rnn_bootstrap.char_rnn.plugins.module_utils.torch_artifact import write_json
+from ansible_collections.rnn_bootstrap.char_rnn.plugins.module_utils.blas import parse_ldd_blas
+from ansible_collections.rnn_bootstrap.char_rnn.plugins.module_utils.host import usable_cpus, write_json
 
 STATE_FILE = ".rnn_bootstrap-build.json"
 STATE_SCHEMA = 1
@@ -76,7 +77,6 @@ CHAR_RNN_PACKAGES = ("torch", "nn", "nngraph", "optim", "luafilesystem", "trepl"
 CUDA_PACKAGES = ("cutorch", "cunn")
 DEFAULT_VERIFY_MODULES = ("torch", "nn", "nngraph", "optim", "lfs")
 
-BLAS_PATTERN = re.compile(r"(openblas|mkl|atlas|goto|blis|blas)", re.IGNORECASE)
 CMAKE_VERSION_PATTERN = re.compile(r"cmake\S* version (\d+)\.(\d+)(?:\.(\d+))?")
 NVCC_CANDIDATES = ("/usr/local/cuda/bin/nvcc", "/opt/cuda/bin/nvcc")
 # Where install.sh lets CMake look for an OpenBLAS built from source (/opt/OpenBLAS).
@@ -145,12 +145,7 @@ class Runner:
         return os.path.isfile(path) and os.access(path, os.X_OK)
 
     def cpu_count(self):
-        if hasattr(os, "sched_getaffinity"):
-            try:
-                return max(1, len(os.sched_getaffinity(0)))
-            except OSError:
-                pass
-        return max(1, os.cpu_count() or 1)
+        return usable_cpus()
 
 
 # --------------------------------------------------------------------------- planning
@@ -357,24 +352,6 @@ def find_libth(prefix):
         if name == "libTH.so" or name.startswith("libTH.so.") or name == "libTH.dylib":
             return os.path.join(libdir, name)
     return None
-
-
-def parse_ldd_blas(ldd_output):
-    """First BLAS-looking library in ``ldd`` output: (soname, resolved path or None)."""
-    for line in (ldd_output or "").splitlines():
-        line = line.strip()
-        if not line:
-            continue
-        name = line.split()[0]
-        if not BLAS_PATTERN.search(name):
-            continue
-        resolved = None
-        if "=>" in line:
-            target = line.split("=>", 1)[1].strip().split(" (")[0].strip()
-            if target and target != "not found":
-                resolved = target
-        return name, resolved
-    return None, None
 
 
 def detect_blas(runner, prefix):

@@ -43,7 +43,6 @@ import contextlib
 import json
 import math
 import os
-import re
 import shutil
 import signal
 import subprocess
@@ -53,9 +52,11 @@ from typing import Any
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
+import blas  # plugins/module_utils/blas.py (torch_install's BLAS check)
 import char_rnn_log  # plugins/module_utils/char_rnn_log.py (the module train_progress's parser)
 import checkpoints
 import corpus
+import host  # plugins/module_utils/host.py
 
 STATE_VERSION = 1
 # The options that define the model and how the data is cut into batches: changing any of them
@@ -248,8 +249,6 @@ def add_segment(state: dict[str, Any], decision: dict[str, Any], now: float, log
 
 # ----------------------------------------------------------------------------- threads
 
-LDD_OPENBLAS_RE = re.compile(r"libopenblas\.so\S*\s*=>\s*(\S+)")
-
 
 def blas_build(th: str, ldd: str = "ldd", env: dict[str, str] | None = None) -> tuple[str, str]:
     """(openmp|pthread|serial|unknown, resolved path): the OpenBLAS that libTH.so (next to th) loads."""
@@ -261,14 +260,10 @@ def blas_build(th: str, ldd: str = "ldd", env: dict[str, str] | None = None) -> 
         out = subprocess.run([ldd, lib], capture_output=True, text=True, timeout=30, check=False, env=env).stdout
     except (OSError, subprocess.SubprocessError):
         return "unknown", ""
-    match = LDD_OPENBLAS_RE.search(out)
-    if not match:
+    _name, resolved = blas.parse_ldd_blas(out)
+    if not resolved or "openblas" not in os.path.basename(resolved).lower():
         return "unknown", ""
-    resolved = os.path.realpath(match.group(1))
-    for kind in ("openmp", "pthread", "serial"):
-        if kind in os.path.basename(os.path.dirname(resolved)) or kind in os.path.basename(resolved):
-            return kind, resolved
-    return "unknown", resolved
+    return blas.openblas_variant(resolved), os.path.realpath(resolved)
 
 
 # GOMP_SPINCOUNT of the bounded-spin candidate: libgomp spins this many times (a few ns each)
@@ -530,13 +525,6 @@ def remove_cut_short(directory: str, savefile: str, since: float, tee: Tee) -> N
                 tee.say(f"removed {entry['name']}: train.lua stopped while writing it ({entry['invalid_reason']})")
 
 
-def usable_cpus() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        return os.cpu_count() or 1
-
-
 # ----------------------------------------------------------------------------- side effects
 
 
@@ -546,14 +534,6 @@ def load_json(path: str) -> Any:
             return json.load(fh)
     except FileNotFoundError:
         return None
-
-
-def save_json(path: str, data: Any) -> None:
-    tmp = f"{path}.tmp"
-    with open(tmp, "w", encoding="utf-8") as fh:
-        json.dump(data, fh, indent=2, sort_keys=True)
-        fh.write("\n")
-    os.replace(tmp, path)
 
 
 class Tee:
@@ -667,7 +647,7 @@ def run_trainer(
 def stop_low_disk(config: dict[str, Any], state: dict[str, Any], state_path: str, reason: str, tee: Tee) -> int:
     """Record why the run stopped (status.yml shows it) and exit with EXIT_LOW_DISK."""
     state["stopped"] = {"reason": f"low disk space: {reason}", "at": time.time()}
-    save_json(state_path, state)
+    host.write_json(state_path, state)
     tee.say(
         f"run {config['run']} stopped, low disk space: {reason}. Free space (or lower char_rnn_train_keep_checkpoints "
         f"or char_rnn_train_min_free_mb), then start {config.get('unit', 'the unit')} again: it resumes from the "
@@ -732,7 +712,7 @@ def start(argv: list[str]) -> int | str:
 
     if decision["action"] == "finished":
         add_segment(state, decision, now, tee.offset())
-        save_json(state_path, state)
+        host.write_json(state_path, state)
         tee.say(
             f"run {config['run']} already finished: {decision['offset_iterations']}/{decision['total_iterations']} "
             f"iterations (newest checkpoint {decision['checkpoint']}); not training"
@@ -758,17 +738,17 @@ def start(argv: list[str]) -> int | str:
         threads, why, reference = previous["env"], "probed earlier in this run", previous.get("seconds_per_batch")
         probed_at = previous.get("probed_at", 0.0)
     elif setting == "probe":
-        threads, why, reference = probe_threads(config, ntrain, usable_cpus(), tee)
+        threads, why, reference = probe_threads(config, ntrain, host.usable_cpus(), tee)
         probed_at = time.time()
     else:
-        (threads, why), probed_at = thread_environment(setting, config["th"], usable_cpus()), 0.0
+        (threads, why), probed_at = thread_environment(setting, config["th"], host.usable_cpus()), 0.0
     state["threads"] = {"setting": setting if isinstance(setting, str) else "configured", "th": config["th"],
                         "env": threads, "why": why, "seconds_per_batch": reference, "probed_at": probed_at}  # fmt: skip
     env = with_threads(env, threads)
     env.update({k: str(v) for k, v in (config.get("environment") or {}).items()})
     decision["threads"] = threads
     add_segment(state, decision, now, tee.offset())
-    save_json(state_path, state)
+    host.write_json(state_path, state)
 
     if decision["action"] == "resume":
         tee.say(
@@ -798,14 +778,14 @@ def start(argv: list[str]) -> int | str:
         return stop_low_disk(config, state, state_path, code.reason, tee)
     if isinstance(code, str):  # other work came or went: probe again and resume, in this same process
         state["threads"]["reprobe"] = code
-        save_json(state_path, state)
+        host.write_json(state_path, state)
         tee.log.close()
         return code
     if code is None:  # a clean stop: exit 0 so that systemd does not count it as a failure
         return 0
     if code == 0:
         state["finished"] = True
-        save_json(state_path, state)
+        host.write_json(state_path, state)
         tee.say(f"run {config['run']} finished")
     return code
 
