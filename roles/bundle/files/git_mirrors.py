@@ -103,20 +103,31 @@ def main(spec: dict) -> dict:
             if check:
                 pins.append([url, sha, where])
                 continue
-            repo.parent.mkdir(parents=True, exist_ok=True)
-            out = git(config, "clone", "--quiet", "--mirror", url, str(repo))
-            if out.returncode != 0:
-                errors.append(f"cloning {url} (fetched from {fetched_from}) failed: {out.stderr.strip()}")
-                continue
+            # Branches and tags only (what a clone takes), not a --mirror's every ref (GitHub's pull/*).
+            repo.mkdir(parents=True, exist_ok=True)
+            git([], "init", "--quiet", "--bare", str(repo))
+            git([], "config", "remote.origin.url", url, cwd=repo)
+            git([], "config", "--add", "remote.origin.fetch", "+refs/heads/*:refs/heads/*", cwd=repo)
+            git([], "config", "--add", "remote.origin.fetch", "+refs/tags/*:refs/tags/*", cwd=repo)
         if not has_commit(repo, sha):
             changed = True
             if check:
                 pins.append([url, sha, where])
                 continue
-            git(config, "fetch", "--quiet", "origin", cwd=repo)
+            out = git(config, "fetch", "--quiet", "origin", cwd=repo)
+            head = re.match(r"ref: (refs/heads/\S+)\tHEAD", git(config, "ls-remote", "--symref", url, "HEAD").stdout)
+            if head:  # the mirror's default branch is the upstream's
+                git([], "symbolic-ref", "HEAD", head.group(1), cwd=repo)
             if not has_commit(repo, sha):
-                # a pinned commit no branch or tag reaches any more: fetch it by name
-                git(config, "fetch", "--quiet", "origin", f"{sha}:{PIN_REF}{sha}", cwd=repo)
+                # a pinned commit no branch or tag reaches (or a remote whose other refs cannot be
+                # fetched): fetch it by name, under a tag so that clones of the mirror get it
+                pin = git(config, "fetch", "--quiet", "origin", f"{sha}:{PIN_REF}{sha}", cwd=repo)
+                if pin.returncode != 0 and not has_commit(repo, sha):
+                    errors.append(
+                        f"commit {sha} ({where}) could not be fetched from {url} (fetched from {fetched_from}): "
+                        f"{(out.stderr.strip() + ' ' + pin.stderr.strip()).strip()}"
+                    )
+                    continue
         if not has_commit(repo, sha):
             errors.append(f"commit {sha} ({where}) is not in {url} (fetched from {fetched_from})")
             continue
