@@ -55,7 +55,7 @@ def play(work: Path, playbook: str, hosts: list[str], extra: dict, *args: str) -
     inventory = work / "inventory.ini"
     inventory.write_text(
         "[all]\n" + "".join(f"{h} ansible_connection=containers.podman.podman\n" for h in hosts) if hosts
-        else "localhost ansible_connection=local\n"
+        else f"localhost ansible_connection=local ansible_python_interpreter={sys.executable}\n"
     )  # fmt: skip
     extra_file = work / "extra.json"
     extra_file.write_text(json.dumps(extra))
@@ -87,6 +87,11 @@ def play(work: Path, playbook: str, hosts: list[str], extra: dict, *args: str) -
 def start(name: str, image: str, *args: str) -> None:
     podman("rm", "-f", name, check=False)
     podman("run", "-d", "--name", name, "--systemd=always", *args, image, "/sbin/init")
+    for _ in range(60):  # systemd up before Ansible starts (package tasks, services)
+        state = podman("exec", name, "systemctl", "is-system-running", check=False).stdout.strip()
+        if state in ("running", "degraded"):
+            return
+        time.sleep(1)
 
 
 def sh(name: str, command: str, check: bool = True) -> subprocess.CompletedProcess:
