@@ -5,8 +5,8 @@
 1. builds the FIXTURE upstream and serves it with git daemon on loopback (as testbed.py does);
 2. makes the bundle from it with playbooks/bundle.yml (no OpenBLAS: Debian has the package; the CMake
    3 wheels are the real ones from PyPI, checked against the role's pins);
-3. prepares a host with the network: only the distribution's packages (`site.yml --tags system_deps`
-   with the toolchain), then saves it as an image. The OS repository is out of the bundle's scope: an
+3. prepares a host with the network: only the distribution's packages (the system_deps role with
+   the toolchain), then saves it as an image. The OS repository is out of the bundle's scope: an
    air-gapped fleet has its own distribution mirror;
 4. starts that image with --network=none (no interface but loopback: GitHub, PyPI, the Debian archive
    and the FIXTURE's git daemon are all unreachable) and the bundle mounted read-only at
@@ -122,6 +122,7 @@ def main() -> int:
         "torch7_cmake3_find_links": f"{MOUNT}/pip",
         "system_deps_openblas_url": f"file://{MOUNT}/openblas/OpenBLAS-0.3.28.tar.gz",
         "torch7_artifact_store": str(store),
+        "system_deps_extra_packages": ["luajit"],
     }
     try:
         store.mkdir()
@@ -133,7 +134,14 @@ def main() -> int:
 
         def prepare() -> None:
             start(prep, IMAGE, "--network=host")
-            play(work, "site.yml", [prep], {"system_deps_toolchain": True}, "--tags", "system_deps")
+            # the system_deps role itself, in a play that gathers facts
+            packages = work / "packages.yml"
+            packages.write_text(json.dumps([{"hosts": "all", "become": True, "roles": [
+                "rnn_bootstrap.char_rnn.python_bootstrap",
+                {"role": "rnn_bootstrap.char_rnn.system_deps", "system_deps_toolchain": True,
+                 # the FIXTURE luajit-rocks wraps Debian's luajit (as in molecule/default)
+                 "system_deps_extra_packages": ["luajit"]}]}]))  # fmt: skip
+            play(work, str(packages), [prep], {})
             podman("commit", prep, PREP_IMAGE)
             podman("rm", "-f", prep)
 
