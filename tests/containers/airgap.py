@@ -87,7 +87,7 @@ def play(work: Path, playbook: str, hosts: list[str], extra: dict, *args: str) -
 def start(name: str, image: str, *args: str) -> None:
     podman("rm", "-f", name, check=False)
     podman("run", "-d", "--name", name, "--systemd=always", *args, image, "/sbin/init")
-    for _ in range(60):  # systemd up before Ansible starts (package tasks, services)
+    for _second in range(60):  # systemd up before Ansible starts (package tasks, services)
         state = podman("exec", name, "systemctl", "is-system-running", check=False).stdout.strip()
         if state in ("running", "degraded"):
             return
@@ -99,7 +99,7 @@ def sh(name: str, command: str, check: bool = True) -> subprocess.CompletedProce
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n", maxsplit=1)[0])
     parser.add_argument("--keep", action="store_true", help="leave the containers and the image")
     opts = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="charrnn-airgap-", dir=os.environ.get("TMPDIR")))

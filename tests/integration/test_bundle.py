@@ -67,7 +67,7 @@ def upstream(tmp_path_factory: pytest.TempPathFactory):
     )  # fmt: skip
     time.sleep(0.5)
     assert daemon.poll() is None, "git daemon could not start"
-    yield f"git://127.0.0.1:{port}/github.com/", shas, out
+    yield {"url": f"git://127.0.0.1:{port}/github.com/", "shas": shas}
     daemon.terminate()
     daemon.wait()
 
@@ -150,12 +150,12 @@ def downloads(tmp_path_factory: pytest.TempPathFactory):
 
 
 def bundle_vars(upstream, downloads, bundle: Path, store: Path, corpus: Path) -> dict[str, Any]:
-    url, shas, _ = upstream
+    url = upstream["url"]
     return {
         "bundle_dir": str(bundle),
         "bundle_git_url_rewrites": [{"url": url, "insteadof": "https://github.com/"}],
-        "bundle_torch7_version": shas["torch/distro"],
-        "bundle_char_rnn_version": shas["karpathy/char-rnn"],
+        "bundle_torch7_version": upstream["shas"]["torch/distro"],
+        "bundle_char_rnn_version": upstream["shas"]["karpathy/char-rnn"],
         "bundle_cmake3_find_links": downloads["base"] + "pip/",
         "bundle_cmake3_hashes": [sha256(w) for w in downloads["wheels"]],
         "bundle_openblas_url": downloads["base"] + "OpenBLAS-0.3.28.tar.gz",
@@ -187,13 +187,13 @@ def made(upstream, downloads, tmp_path_factory: pytest.TempPathFactory):
     variables = bundle_vars(upstream, downloads, tmp / "out" / "charrnn-bundle", store, corpus)
     first = run_bundle(tmp, variables)
     second = run_bundle(tmp, variables)
-    return tmp / "out" / "charrnn-bundle", variables, first, second
+    return {"bundle": tmp / "out" / "charrnn-bundle", "vars": variables, "first": first, "second": second}
 
 
 def test_bundle_holds_every_pinned_source_with_checksums(made, upstream, downloads) -> None:
-    bundle, _, first, _ = made
+    bundle, first = made["bundle"], made["first"]
     assert first["stats"]["localhost"]["failures"] == 0, json.dumps(task_results(first), indent=1)[-3000:]
-    _, shas, _ = upstream
+    shas = upstream["shas"]
     git_dir = bundle / "git" / "github.com"
     # every FIXTURE repo is a submodule of torch/distro or char-rnn: all mirrored, each pin present
     for repo, sha in shas.items():
@@ -202,7 +202,7 @@ def test_bundle_holds_every_pinned_source_with_checksums(made, upstream, downloa
         assert git("cat-file", "-t", sha, cwd=mirror).strip() == "commit"
     manifest = json.loads((bundle / "manifest.json").read_text())
     assert {
-        (url.removeprefix("https://github.com/").removesuffix(".git"), sha) for url, sha, _ in manifest["git_pins"]
+        (url.removeprefix("https://github.com/").removesuffix(".git"), sha) for url, sha, _where in manifest["git_pins"]
     } == set(shas.items())
     names = {Path(w).name for w in downloads["wheels"]}
     assert {p.name for p in (bundle / "pip").iterdir()} == names
@@ -223,7 +223,7 @@ def test_bundle_holds_every_pinned_source_with_checksums(made, upstream, downloa
 
 
 def test_downloads_go_through_the_proxy_env(made, downloads) -> None:
-    _, _, first, _ = made
+    first = made["first"]
     assert first["stats"]["localhost"]["failures"] == 0
     seen = " ".join(Proxy.log)
     assert "OpenBLAS-0.3.28.tar.gz" in seen, Proxy.log
@@ -231,14 +231,14 @@ def test_downloads_go_through_the_proxy_env(made, downloads) -> None:
 
 
 def test_second_run_changes_nothing(made) -> None:
-    _, _, _, second = made
+    second = made["second"]
     assert second["stats"]["localhost"]["failures"] == 0
     changed = [name for name, res in task_results(second).items() if res.get("changed")]
     assert second["stats"]["localhost"]["changed"] == 0, changed
 
 
 def test_a_missing_submodule_commit_is_named(upstream, downloads, tmp_path: Path) -> None:
-    url, shas, _ = upstream
+    url, shas = upstream["url"], upstream["shas"]
     variables = bundle_vars(upstream, downloads, tmp_path / "b", tmp_path / "none", tmp_path / "c")
     variables.update(bundle_cmake3=False, bundle_openblas=False, bundle_corpus_src="", bundle_archive=False)
     # torch/nn served from torch/paths' repository: nn's pinned commit is nowhere in that mirror
@@ -257,8 +257,7 @@ def test_a_missing_submodule_commit_is_named(upstream, downloads, tmp_path: Path
 def test_the_fleet_clones_and_installs_from_the_bundle_alone(made, upstream, tmp_path: Path) -> None:
     """The consumer's side without the upstream: Git through a file:// insteadOf into the bundle
     (as git_mirrors_url_rewrites sets it), CMake 3 with torch7_cmake3_find_links and pip --no-index."""
-    bundle, variables, _, _ = made
-    _, shas, _ = upstream
+    bundle, variables, shas = made["bundle"], made["vars"], upstream["shas"]
     rewrite = f"url.file://{bundle}/git/github.com/.insteadOf=https://github.com/"
     dest = tmp_path / "distro"
     subprocess.run(

@@ -77,7 +77,7 @@ def download_tasks() -> list[tuple[str, str, dict[str, Any], str]]:
 
 def test_the_check_sees_the_downloads_it_must() -> None:
     """A check that found nothing could not fail: it must see each kind the roles use."""
-    modules = {m for _, m, _, _ in download_tasks()}
+    modules = {found[1] for found in download_tasks()}
     for expected in ("ansible.builtin.git", "ansible.builtin.get_url", "ansible.builtin.apt",
                      "amazon.aws.s3_object", "ansible.builtin.raw", "ansible.builtin.command",
                      "rnn_bootstrap.char_rnn.luarocks", "community.general.zypper"):  # fmt: skip

@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """Bare Git mirrors of pinned repositories and, recursively, of every submodule commit they pin.
 
     git_mirrors.py SPEC_JSON
@@ -63,7 +62,7 @@ def submodules(repo: Path, sha: str, url: str) -> tuple[list[tuple[str, str, str
     cfg = git([], "config", "--blob", f"{sha}:.gitmodules", "--get-regexp", r"^submodule\..*\.(path|url)$", cwd=repo)
     names: dict[str, dict[str, str]] = {}
     for line in cfg.stdout.splitlines():
-        key, _, value = line.partition(" ")
+        key, value = [*line.split(" ", 1), ""][:2]
         m = re.match(r"^submodule\.(.*)\.(path|url)$", key)
         if m:
             names.setdefault(m.group(1), {})[m.group(2)] = value
