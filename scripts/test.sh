@@ -195,6 +195,8 @@ stage_molecule() {
   python tests/containers/testbed.py molecule train debian-12 --upstream fixture || rc=1
   # fault injection on one Debian 12 host: each fault, its message, the recovery; prints a table
   python tests/containers/testbed.py molecule faults debian-12 --upstream fixture || rc=1
+  # an air-gapped Debian 12 host (--network=none) provisioned from a bundle alone (about 3 min)
+  python tests/containers/airgap.py || rc=1
   return $rc
 }
 
