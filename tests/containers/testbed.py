@@ -295,8 +295,8 @@ def run_molecule(scenario: str, platforms: list[Platform]) -> bool:
         return False
     override = REPO / ".cache" / "molecule" / f"platforms-{scenario}.yml"
     platforms_override(scenario, ready, override)
-    # A Torch7 artifact store of this scenario's own (on this controller), emptied whenever the
-    # hosts start fresh: Molecule's check action creates, converges, checks and destroys them.
+    # A Torch7 artifact store of this scenario's own (on this controller), emptied before the
+    # check-mode run on the fresh hosts and before the converge, so that both start from cold.
     store = REPO / ".cache" / "molecule" / f"artifacts-{scenario}"
     os.environ["CHARRNN_ARTIFACT_STORE"] = str(store)
     base = ["molecule", "-c", str(REPO / ".config" / "molecule" / "config.yml"), "-c", str(override)]
