@@ -52,7 +52,8 @@ EXAMPLES = r"""
 RETURN = r"""
 _value:
   description:
-    - The tags, for example C({"rnn_bootstrap:fleet": "char-rnn", "rnn_bootstrap:owner": "me",
+    - >-
+      The tags, for example C({"rnn_bootstrap:fleet": "char-rnn", "rnn_bootstrap:owner": "me",
       "managed-by": "rnn_bootstrap.char_rnn"}); with O(filters=true), for example
       C({"tag:rnn_bootstrap:fleet": "char-rnn", "tag:rnn_bootstrap:distro": "debian-12"}).
   type: dict

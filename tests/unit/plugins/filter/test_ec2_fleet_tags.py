@@ -27,3 +27,12 @@ def test_the_keys_are_the_ones_the_inventory_plugin_reads():
     tags = ec2_fleet_tags("lab", owner="me", distro="ubuntu-24.04")
     assert tags[FLEET_TAG] == "lab" and tags[DISTRO_TAG] == "ubuntu-24.04"
     assert FilterModule().filters() == {"ec2_fleet_tags": ec2_fleet_tags}
+
+
+def test_docs_parse():
+    import yaml
+    from ansible_collections.rnn_bootstrap.char_rnn.plugins.filter import ec2_fleet_tags as plugin
+
+    doc = yaml.safe_load(plugin.DOCUMENTATION)
+    assert set(doc["options"]) == {"_input", "owner", "distro", "filters"}
+    assert yaml.safe_load(plugin.EXAMPLES) and yaml.safe_load(plugin.RETURN)["_value"]["type"] == "dict"
