@@ -9,13 +9,19 @@ Specs and defaults agree when every variable of defaults/main.yml (except intern
 is an option of an entry point, every option is in defaults/main.yml unless it is ``required`` (and a
 required one is not, or Ansible would never find it missing), and each option's ``default:`` equals the
 value in defaults/main.yml (a missing ``default:`` means null), compared by the option's type: numbers
-as numbers, booleans as booleans, a scalar str/path by its text, Jinja with its whitespace collapsed.
+as numbers, booleans as booleans, a scalar str/path by its text. A template in defaults/main.yml
+(``{{ ... }}``) agrees with the same template (whitespace aside), with the literal of its last
+``| default(LITERAL)`` (the value when what it reads is unset, e.g. ``{{ torch7_repo | default('URL') }}``
+and ``URL``), or, for an option whose type a template cannot have in the specs (bool, int, list, ...:
+the docs tooling rejects it), with no ``default:``.
 ``--roles DIR`` checks another roles folder (the unit tests feed it disagreeing roles).
 """
 
 from __future__ import annotations
 
 import argparse
+import ast
+import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -51,10 +57,32 @@ def _as_bool(value: Any) -> bool | None:
     return None
 
 
+_FALLBACK = re.compile(r"^\{\{.*\|\s*default\((?P<literal>.+?)(?:\s*,\s*(?:true|True))?\)\s*\}\}$", re.S)
+_NO_LITERAL = object()
+
+
+def _fallback(template: str) -> Any:
+    """The literal of a template's last ``| default(LITERAL)``, or _NO_LITERAL."""
+    match = _FALLBACK.match(template.strip())
+    if not match:
+        return _NO_LITERAL
+    literal = match.group("literal").strip()
+    literal = {"true": "True", "false": "False", "none": "None"}.get(literal, literal)
+    try:
+        return ast.literal_eval(literal)
+    except (ValueError, SyntaxError):
+        return _NO_LITERAL
+
+
 def same(kind: str | None, spec_default: Any, value: Any) -> bool:
     """Whether an option's spec ``default:`` and its defaults/main.yml value are the same for its type."""
-    if isinstance(spec_default, str) and isinstance(value, str) and "{{" in spec_default + value:
-        return " ".join(spec_default.split()) == " ".join(value.split())
+    if isinstance(value, str) and "{{" in value:
+        if isinstance(spec_default, str) and " ".join(spec_default.split()) == " ".join(value.split()):
+            return True
+        if spec_default is None and kind not in ("str", "path", "raw", None):
+            return True
+        fallback = _fallback(value)
+        return fallback is not _NO_LITERAL and spec_default is not None and same(kind, spec_default, fallback)
     scalar = (str, int, float)
     if kind in ("int", "float") and isinstance(spec_default, scalar) and isinstance(value, scalar):
         if isinstance(spec_default, bool) or isinstance(value, bool):

@@ -36,6 +36,7 @@ def test_fallback_equals_the_roles_default(name: str) -> None:
     assert match, BUNDLE[name]
     assert match.group(1) == source
     assert match.group(2) == role_default(role, source)
+    assert str(SPECS[name]["default"]) == role_default(role, source)
 
 
 def test_openblas_url_default_is_the_system_deps_one() -> None:

@@ -151,6 +151,19 @@ def test_readme_table(tmp_path: Path) -> None:
         ("dict", {"a": 1}, {"a": 1}, True),
         ("raw", "probe", "probe", True),
         ("str", "{{ a |  default('b') }}", "{{ a\n | default('b') }}", True),
+        # a template's fallback literal documents it: the value when what it reads is unset
+        ("str", "b", "{{ a | default('b') }}", True),
+        ("str", "c", "{{ a | default('b') }}", False),
+        ("list", [], "{{ a | default([]) }}", True),
+        ("list", ["x"], "{{ a | default([]) }}", False),
+        ("bool", False, "{{ a | default(false) }}", True),
+        ("path", "~/k", "{{ lookup('env', 'K') | default('~/k', true) }}", True),
+        ("str", "x", "{{ a | default('x' ~ b) }}", False),
+        ("str", "/p/bin", "{{ a | default('/p') }}/bin", False),
+        # a type the specs cannot hold a template for may have no default
+        ("bool", None, "{{ __internal | default(false) }}", True),
+        ("list", None, "{{ a }}", True),
+        ("str", None, "{{ a }}", False),
     ],
 )
 def test_values_are_compared_by_type(kind: str, spec_default: Any, value: Any, agree: bool) -> None:
