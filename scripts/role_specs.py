@@ -251,7 +251,7 @@ def render(role: str, specs: dict[str, Any]) -> str:
 
 def readme(role: Path, current: str | None) -> str:
     """The role's README with its variables section brought up to date (a new one when ``current`` is None)."""
-    specs, _ = load(role)
+    specs = load(role)[0]
     section = render(role.name, specs)
     if current is None:
         main = specs.get("main") or next(iter(specs.values()))
@@ -301,7 +301,7 @@ def write_readmes(roles_dir: Path) -> list[Path]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n", maxsplit=1)[0])
     parser.add_argument("command", choices=["check", "readmes"])
     parser.add_argument("--roles", type=Path, default=ROLES, help="the roles folder (default: this checkout's)")
     args = parser.parse_args(argv)
