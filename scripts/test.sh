@@ -34,7 +34,7 @@ setup() {
 
 stage_lint() {
   yamllint --strict . && ansible-lint --profile production && ruff check . && ruff format --check . \
-    && changelog_lint && docs_lint
+    && "$VENV/bin/python" scripts/role_specs.py check && changelog_lint && docs_lint
 }
 
 # antsibull-changelog's lint, and a release entry for the version galaxy.yml declares. Fragments

@@ -121,7 +121,7 @@ import shlex
 from ansible.errors import AnsibleParserError
 from ansible_collections.amazon.aws.plugins.inventory.aws_ec2 import InventoryModule as AwsEc2InventoryModule
 from ansible_collections.amazon.aws.plugins.plugin_utils.inventory import AWSInventoryBase
-from ansible_collections.rnn_bootstrap.char_rnn.plugins.module_utils.ec2_distros import (
+from ansible_collections.rnn_bootstrap.char_rnn.plugins.plugin_utils.ec2_distros import (
     DISTRO_TAG,
     FLEET_TAG,
     distro_family,

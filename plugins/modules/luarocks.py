@@ -38,7 +38,7 @@ options:
   name:
     description:
       - Rock name or list of rock names.
-      - Required unless O(rockspec) is given. With O(rockspec) it may be given and must
+      - One of O(name) and O(rockspec) is required. With O(rockspec) it may be given and must
         equal the rockspec's C(package).
     type: list
     elements: str
@@ -56,7 +56,8 @@ options:
     description:
       - Version to install or remove, for example V(1.8.0-1) or V(1.8.0).
       - Without a revision (V(1.8.0)) any revision matches, as in LuaRocks.
-      - Only valid with a single O(name).
+      - Only valid with a single O(name); mutually exclusive with O(rockspec), whose own
+        version is used.
     type: str
   rockspec:
     description:
@@ -67,7 +68,7 @@ options:
   chdir:
     description:
       - Directory to run C(luarocks make) in (the source tree). Defaults to the directory
-        of O(rockspec). Only used with O(rockspec).
+        of O(rockspec). Requires O(rockspec).
     type: path
   server:
     description:
@@ -254,25 +255,27 @@ def argument_spec():
     )
 
 
+# The rules AnsibleModule checks itself (its messages name the options).
+RULES = dict(
+    required_one_of=[["name", "rockspec"]],
+    mutually_exclusive=[["rockspec", "version"]],
+    required_by={"chdir": "rockspec"},
+)
+
+
 def validate(params):
-    """Return an error message for invalid combinations, or None."""
-    if not params.get("name") and not params.get("rockspec"):
-        return "one of name or rockspec is required"
-    if params.get("rockspec"):
-        if params.get("version"):
-            return "version cannot be used with rockspec (the rockspec's own version is used)"
-        if params["state"] == "latest":
+    """Return an error message for what the argument spec cannot express (values of one option
+    that forbid another, a count of names, an absolute path), or None."""
+    if params["state"] == "latest":
+        if params.get("rockspec"):
             return (
                 "state=latest is not supported with rockspec (a rockspec is one fixed version); "
                 "use state=present, and force=true to rebuild"
             )
-    if params.get("version"):
-        if params["state"] == "latest":
+        if params.get("version"):
             return "version cannot be used with state=latest"
-        if len(params.get("name") or []) > 1:
-            return "version can only be used with a single name"
-    if params.get("chdir") and not params.get("rockspec"):
-        return "chdir is only used with rockspec"
+    if params.get("version") and len(params.get("name") or []) > 1:
+        return "version can only be used with a single name"
     if not os.path.isabs(params["executable"]):
         return f"executable must be an absolute path, got {params['executable']!r}"
     return None
@@ -290,7 +293,7 @@ def executable_error(path):
 
 
 def main():
-    module = AnsibleModule(argument_spec=argument_spec(), supports_check_mode=True)
+    module = AnsibleModule(argument_spec=argument_spec(), supports_check_mode=True, **RULES)
     p = module.params
     error = validate(p)
     if error:

@@ -305,7 +305,7 @@ def test_count_zero_scales_a_distro_down_and_keeps_the_rest(bystanders, playbook
 
 def test_role_knows_every_distro_the_plugin_knows():
     import yaml
-    from ansible_collections.rnn_bootstrap.char_rnn.plugins.module_utils.ec2_distros import DISTROS, login_user
+    from ansible_collections.rnn_bootstrap.char_rnn.plugins.plugin_utils.ec2_distros import DISTROS, login_user
 
     role = REPO / "roles" / "ec2_fleet"
     images = yaml.safe_load((role / "defaults" / "main.yml").read_text())["ec2_fleet_images"]

@@ -353,22 +353,11 @@ def test_non_executable_file_fails(tmp_path, run_module):
     assert failed and "is not an executable file" in result["msg"]
 
 
-@pytest.mark.parametrize(
-    ("args", "msg"),
-    [
-        ({}, "one of name or rockspec is required"),
-        ({"name": "a", "state": "latest", "version": "1.0"}, "version cannot be used with state=latest"),
-        ({"name": ["a", "b"], "version": "1.0"}, "version can only be used with a single name"),
-        ({"rockspec": "/x-1.0-1.rockspec", "version": "1.0"}, "version cannot be used with rockspec"),
-        ({"rockspec": "/x-1.0-1.rockspec", "state": "latest"}, "state=latest is not supported with rockspec"),
-        ({"name": "a", "chdir": "/tmp"}, "chdir is only used with rockspec"),
-        ({"name": "a", "executable": "luarocks"}, "executable must be an absolute path"),
-    ],
-)
-def test_invalid_combinations(args, msg, run_module):
-    failed, result = run_module(lr_module.main, args, commands=[])
+def test_invalid_combinations(case, run_module):
+    """What the argument spec (RULES) and validate() refuse: the message names the options."""
+    failed, result = run_module(lr_module.main, case["input"], commands=[])
     assert failed
-    assert msg in result["msg"]
+    assert case["msg"] in result["msg"]
 
 
 def test_main_runs_argv_lists_with_env_and_path(fake_exe, run_module):
@@ -433,3 +422,8 @@ def test_documentation_matches_argument_spec():
         assert opt.get("choices") == arg.get("choices"), name
         assert opt.get("aliases") == arg.get("aliases"), name
         assert opt.get("elements") == arg.get("elements"), name
+    # the rules name options of the spec
+    rules = lr_module.RULES
+    named = {n for group in rules["required_one_of"] + rules["mutually_exclusive"] for n in group}
+    named |= set(rules["required_by"]) | set(rules["required_by"].values())
+    assert named <= set(spec)

@@ -1,7 +1,8 @@
-"""Distro names the EC2 fleet understands, and what they imply for Ansible.
+"""Distro names the EC2 fleet understands, what they imply for Ansible, and the fleet's tags.
 
-Shared by the ``rnn_bootstrap.char_rnn.ec2`` inventory plugin; the ``ec2_fleet`` role's
-``ec2_fleet_images`` default must offer an AMI source for every distro listed here
+Controller-only (plugin_utils): the ``rnn_bootstrap.char_rnn.ec2`` inventory plugin reads the tags
+that the ``ec2_fleet`` role writes through the ``rnn_bootstrap.char_rnn.ec2_fleet_tags`` filter.
+The role's ``ec2_fleet_images`` default must offer an AMI source for every distro listed here
 (a unit-style test in tests/integration/ec2 checks that the two agree).
 """
 
@@ -13,6 +14,8 @@ import re
 FLEET_TAG = "rnn_bootstrap:fleet"
 OWNER_TAG = "rnn_bootstrap:owner"
 DISTRO_TAG = "rnn_bootstrap:distro"
+# Also written on everything the role creates (never read: it tells people where a resource came from).
+MANAGED_BY = {"managed-by": "rnn_bootstrap.char_rnn"}
 
 # Image family -> the login user its official AMIs create through cloud-init.
 # Rocky's official images use "rocky", not "ec2-user" (unlike RHEL's).
@@ -62,3 +65,13 @@ def login_user(distro: str | None) -> str | None:
 def group_safe(name: str) -> str:
     """Turn a tag value into a valid Ansible group name fragment (``ubuntu-24.04`` -> ``ubuntu_24_04``)."""
     return re.sub(r"[^A-Za-z0-9_]", "_", name)
+
+
+def fleet_tags(fleet: str, owner: str | None = None, distro: str | None = None) -> dict[str, str]:
+    """The fleet's tag keys with their values: the fleet, and the owner and distro when given."""
+    tags = {FLEET_TAG: fleet}
+    if owner is not None:
+        tags[OWNER_TAG] = owner
+    if distro is not None:
+        tags[DISTRO_TAG] = distro
+    return tags
