@@ -133,7 +133,7 @@ colors:
   returned: always
   type: list
   elements: dict
-  sample: [{"name": "host1/shakespeare", "train": "#8fbbd9", "val": "#1f77b4"}]
+  sample: [{"name": "host1/shakespeare", "train": "#8fbbda", "val": "#1f77b4"}]
 width:
   description: Width of the image in pixels.
   returned: always

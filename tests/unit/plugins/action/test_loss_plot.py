@@ -81,8 +81,8 @@ def test_overlay_of_two_runs(matplotlib: Any, histories: dict[str, dict[str, Any
     from PIL import Image
 
     with Image.open(dest) as image:
-        image.verify()  # decodes the chunks: a whole image, not only a header
-    assert Image.open(dest).size == (645, 433)
+        assert (image.format, image.size) == ("PNG", (645, 433))
+        image.verify()  # reads every chunk and checks its CRC: a whole image, not only a header
     assert [c["name"] for c in result["colors"]] == ["h1/lstm", "h2/gru"]
     colors = [c[kind] for c in result["colors"] for kind in ("train", "val")]
     assert len(set(colors)) == 4
