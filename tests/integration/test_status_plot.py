@@ -57,6 +57,9 @@ def test_status_writes_a_plot(tmp_path: Path) -> None:
     first = status(tmp_path)
     assert "run default | unknown | iteration 284/284 |" in first["Report"]["msg"]
     assert "val loss 3.1596" in first["Report"]["msg"]
+    history = first["Read the run's loss history for the plot"]["history"]
+    assert (history["train_points"], history["val_points"]) == (56, 6)
+    assert history["val"][-1] == [284, 3.1596]  # the status line's iteration and val loss
     plot = first[PLOT]
     assert (plot["changed"], plot["plotted"], plot["curves"]) == (True, True, 2), plot
     png = tmp_path / "plots" / "localhost-default.png"
