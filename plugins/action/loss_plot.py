@@ -35,7 +35,8 @@ PALETTE = (
     "#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf",
 )  # fmt: skip
 TRAIN_TINT = 0.5  # the training curve: the run's colour mixed halfway with white, under the validation curve
-MIN_PIXELS, MAX_PIXELS = 100, 10000
+MIN_PIXELS = 100
+MAX_PIXELS = 10000
 
 ARGUMENT_SPEC: dict[str, Any] = {
     "runs": {
