@@ -216,7 +216,7 @@ class ActionModule(ActionBase):
     def run(self, tmp: str | None = None, task_vars: dict[str, Any] | None = None) -> dict[str, Any]:
         result = super().run(tmp, task_vars)
         del tmp  # unused
-        _, args = self.validate_argument_spec(argument_spec=ARGUMENT_SPEC)
+        args = self.validate_argument_spec(argument_spec=ARGUMENT_SPEC)[1]
         width, height, title = args["width"], args["height"], args["title"]
         for name, value in (("width", width), ("height", height)):
             if not MIN_PIXELS <= value <= MAX_PIXELS:
