@@ -112,7 +112,7 @@ ee_context() {
     echo "+ python $context/_build/scripts/introspect.py introspect $collections"
     "$VENV/bin/python" "$context/_build/scripts/introspect.py" introspect "$collections" | tee "$context/introspect.txt"
     local want
-    for want in 'boto3>=' 'botocore>=' 'torchfile==' 'numpy>=' 'openssh-client \[platform:dpkg\]' 'openssh-clients \[platform:rpm\]'; do
+    for want in 'boto3>=' 'botocore>=' 'torchfile==' 'numpy>=' 'matplotlib==' 'openssh-client \[platform:dpkg\]' 'openssh-clients \[platform:rpm\]'; do
       grep -E "^- '?$want.*# from collection rnn_bootstrap.char_rnn'?$" "$context/introspect.txt" >/dev/null \
         || { echo "the execution environment would not get ${want//\\/} (meta/execution-environment.yml)"; return 1; }
     done

@@ -13,6 +13,9 @@ begins a new segment. The summary describes the last segment and counts ``segmen
 
 from __future__ import annotations
 
+import bisect
+import math
+import os
 import re
 import statistics
 from typing import Any
@@ -302,3 +305,104 @@ def read_tail(path: str, tail_bytes: int = 0) -> tuple[str, bool, int]:
         fh.seek(start)
         data = fh.read()
     return data.decode("utf-8", errors="replace"), start > 0, size
+
+
+# ----------------------------------------------------------------------------- loss history
+
+
+def parser_for_text(text: str, median_of: int = 10, partial_first_line: bool = False) -> LogParser:
+    """A LogParser fed a whole log (as parse_text), for callers that want more than the summary."""
+    parser = LogParser(median_of)
+    lines = text.splitlines()
+    for line in lines[1:] if partial_first_line and lines else lines:
+        parser.feed(line)
+    return parser
+
+
+def downsample(points: list[Any], max_points: int) -> list[Any]:
+    """At most ``max_points`` of ``points``, evenly spread, the first and the last kept."""
+    count = len(points)
+    if max_points < 1 or count <= max_points:
+        return list(points)
+    if max_points == 1:
+        return [points[-1]]
+    step = (count - 1) / (max_points - 1)  # > 1, so the rounded indices are distinct
+    return [points[round(k * step)] for k in range(max_points)]
+
+
+def _checkpoint_iterations(seg: Segment) -> list[int | None]:
+    """The (segment-local) iteration at which each checkpoint of ``seg`` was saved.
+
+    train.lua saves at iteration i before printing i's progress line, so with print_every dividing
+    eval_val_every the next progress line is i itself (its epoch, printed %.3f, rounds to the
+    checkpoint's %.2f). Otherwise: epoch x train batches, between the progress lines around it.
+    """
+    iterations = [p["iteration"] for p in seg.progress]
+    total = seg.progress[-1]["total"] if seg.progress else None
+    found: list[int | None] = []
+    for checkpoint in seg.checkpoints:
+        index = bisect.bisect_right(iterations, checkpoint["after_iteration"])
+        following = seg.progress[index] if index < len(seg.progress) else None
+        epoch = checkpoint["epoch"]
+        if (
+            following
+            and epoch is not None
+            and following["epoch"] is not None
+            and f"{following['epoch']:.2f}" == f"{epoch:.2f}"
+        ):
+            found.append(following["iteration"])
+            continue
+        estimate = _checkpoint_iteration(seg, checkpoint, total)
+        if estimate is not None and following:
+            estimate = min(estimate, following["iteration"])
+        found.append(estimate)
+    return found
+
+
+def loss_history(parser: LogParser, max_points: int = 500) -> dict[str, Any]:
+    """Training and validation loss against iteration for the run the log ends with.
+
+    Segments are stitched: one that resumed (``-init_from``) from a checkpoint announced earlier in
+    the log continues at that checkpoint's iteration (points after it, lost to the crash and done
+    again, are dropped); one that resumed from a checkpoint not in what was read continues after
+    the last iteration seen; one that started afresh begins a new run and drops what came before.
+    ``train`` and ``val`` are lists of ``[iteration, loss]`` (non-finite losses left out), each
+    downsampled to at most ``max_points``.
+    """
+    train: list[list[float]] = []
+    val: list[list[float]] = []
+    saved_at: dict[str, int] = {}  # checkpoint file name -> iteration of the run
+    stitched = 0
+    for seg in parser.segments:
+        if not seg.lines:
+            continue
+        init_from = seg.info.get("init_from")
+        if init_from:
+            offset = saved_at.get(os.path.basename(init_from))
+            if offset is None:
+                offset = int(max([p[0] for p in train[-1:] + val[-1:]], default=0))
+            train = [p for p in train if p[0] <= offset]
+            val = [p for p in val if p[0] <= offset]
+        else:
+            offset = 0
+            if seg.has_model or seg.started:  # a fresh run: what came before belongs to another one
+                train, val, saved_at, stitched = [], [], {}, 0
+        stitched += 1
+        for progress in seg.progress:
+            loss = progress["train_loss"]
+            if loss is not None and math.isfinite(loss):
+                train.append([offset + progress["iteration"], loss])
+        for checkpoint, iteration in zip(seg.checkpoints, _checkpoint_iterations(seg)):
+            if iteration is None:
+                continue
+            saved_at[os.path.basename(checkpoint["path"])] = offset + iteration
+            loss = checkpoint["val_loss"]
+            if loss is not None and math.isfinite(loss):
+                val.append([offset + iteration, loss])
+    return {
+        "train": downsample(train, max_points),
+        "val": downsample(val, max_points),
+        "train_points": len(train),
+        "val_points": len(val),
+        "segments": stitched,
+    }

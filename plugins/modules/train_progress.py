@@ -47,6 +47,20 @@ options:
       - With V(false), a missing log fails the task; with V(true) it returns RV(exists=false) and null figures.
     type: bool
     default: false
+  history:
+    description:
+      - Also return RV(history), the run's training and validation loss against iteration, for plotting
+        (M(rnn_bootstrap.char_rnn.loss_plot)).
+    type: bool
+    default: false
+    version_added: "0.2.0"
+  history_points:
+    description:
+      - With O(history=true), each series of RV(history) keeps at most this many points, evenly spread over the
+        run (the first and the last kept).
+    type: int
+    default: 500
+    version_added: "0.2.0"
 extends_documentation_fragment:
   - rnn_bootstrap.char_rnn.attributes
 attributes:
@@ -236,6 +250,39 @@ init_from:
   returned: always
   type: str
   sample: cv/lm_tiny_epoch1.06_3.2739.t7
+history:
+  description:
+    - The loss history of the run the log ends with, across C(-init_from) resumes found in what was read (a
+      resumed segment continues at the iteration of the checkpoint it loaded; the iterations lost after that
+      checkpoint are left out). What M(rnn_bootstrap.char_rnn.loss_plot) takes as a run's C(history).
+    - Iterations are counted from the first segment read; with O(tail_bytes) that may be later than the run's
+      start.
+  returned: when O(history=true)
+  type: dict
+  version_added: "0.2.0"
+  contains:
+    train:
+      description: C([iteration, train_loss]) of the progress lines, downsampled to O(history_points).
+      type: list
+      elements: list
+      sample: [[5, 3.95151269], [10, 3.51782461]]
+    val:
+      description: C([iteration, val_loss]) of the checkpoints saved, downsampled to O(history_points).
+      type: list
+      elements: list
+      sample: [[50, 3.3196], [100, 3.3046]]
+    train_points:
+      description: Progress lines in the history before downsampling.
+      type: int
+      sample: 56
+    val_points:
+      description: Checkpoints in the history before downsampling.
+      type: int
+      sample: 6
+    segments:
+      description: Segments (train.lua runs) the history was stitched from.
+      type: int
+      sample: 1
 """
 
 import os
@@ -244,7 +291,8 @@ from typing import Any
 from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.rnn_bootstrap.char_rnn.plugins.module_utils.char_rnn_log import (
     LogParser,
-    parse_text,
+    loss_history,
+    parser_for_text,
     read_tail,
 )
 
@@ -255,12 +303,17 @@ def argument_spec() -> dict[str, Any]:
         "tail_bytes": {"type": "int", "default": 0},
         "median_of": {"type": "int", "default": 10},
         "missing_ok": {"type": "bool", "default": False},
+        "history": {"type": "bool", "default": False},
+        "history_points": {"type": "int", "default": 500},
     }
 
 
-def empty_result(path: str) -> dict[str, Any]:
-    result = LogParser().summary()
+def empty_result(path: str, history_points: int | None = None) -> dict[str, Any]:
+    parser = LogParser()
+    result = parser.summary()
     result.update(changed=False, exists=False, log_path=path, size=0, truncated=False)
+    if history_points is not None:
+        result["history"] = loss_history(parser, history_points)
     return result
 
 
@@ -270,15 +323,21 @@ def run(module: AnsibleModule) -> dict[str, Any]:
         module.fail_json(msg="tail_bytes must be 0 (whole file) or positive")
     if module.params["median_of"] < 1:
         module.fail_json(msg="median_of must be at least 1")
+    points = module.params["history_points"] if module.params["history"] else None
+    if points is not None and points < 2:
+        module.fail_json(msg=f"history_points must be at least 2 (a curve needs two points), not {points}")
     if not os.path.exists(path):
         if module.params["missing_ok"]:
-            return empty_result(path)
-        module.fail_json(msg=f"training log {path} does not exist", **empty_result(path))
+            return empty_result(path, points)
+        module.fail_json(msg=f"training log {path} does not exist", **empty_result(path, points))
     try:
         text, truncated, size = read_tail(path, module.params["tail_bytes"])
     except OSError as exc:
-        module.fail_json(msg=f"cannot read training log {path}: {exc}", **empty_result(path))
-    result = parse_text(text, module.params["median_of"], partial_first_line=truncated)
+        module.fail_json(msg=f"cannot read training log {path}: {exc}", **empty_result(path, points))
+    parser = parser_for_text(text, module.params["median_of"], partial_first_line=truncated)
+    result = parser.summary()
+    if points is not None:
+        result["history"] = loss_history(parser, points)
     result.update(changed=False, exists=True, log_path=path, size=size, truncated=truncated)
     return result
 

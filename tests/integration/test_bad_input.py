@@ -25,7 +25,9 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[1].parent
 ROLES = ("system_deps", "git_mirrors", "torch7", "luarocks", "char_rnn", "char_rnn_train", "ec2_fleet")
-MODULES = ("corpus_check", "torch_install", "torch_artifact_key", "luarocks", "checkpoint_info", "train_progress")
+MODULES = (
+    "corpus_check", "torch_install", "torch_artifact_key", "luarocks", "checkpoint_info", "train_progress", "loss_plot",
+)  # fmt: skip
 # A wrong value per type, and the word the validator uses for what is allowed.
 WRONG = {
     "int": ("many", "unable to convert to int"),

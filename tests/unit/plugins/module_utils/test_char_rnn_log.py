@@ -223,3 +223,93 @@ def test_tail_larger_than_file(real: Path) -> None:
     text, truncated, size = log.read_tail(str(real / "train-gru.log"), 10**9)
     assert (truncated, size) == (False, 3483)
     assert log.parse_text(text, partial_first_line=truncated)["num_parameters"] == 6266
+
+
+# ----------------------------------------------------------------------------- loss history
+
+
+def history_of(text: str, max_points: int = 500) -> dict:
+    return log.loss_history(log.parser_for_text(text), max_points)
+
+
+def test_history_of_a_real_run(real: Path) -> None:
+    history = history_of((real / "train-lstm.log").read_text())
+    assert (history["train_points"], history["val_points"], history["segments"]) == (56, 6, 1)
+    assert history["train"][:2] == [[5, 3.95151269], [10, 3.51782461]]
+    assert history["train"][-1] == [280, 3.2454087]
+    # checkpoints at 50, 100, ... (eval_val_every 50) and the last iteration, 284 (tests/fixtures/char-rnn/README.md)
+    assert history["val"] == [[50, 3.3196], [100, 3.3046], [150, 3.2739], [200, 3.2339], [250, 3.191], [284, 3.1596]]
+
+
+def test_history_checkpoint_between_progress_lines(real: Path) -> None:
+    """print_every not dividing eval_val_every: the iteration comes from the epoch, between its neighbours."""
+    lines = [line for line in lines_of(real, "train-gru.log") if not line.startswith(("60/142", "120/142"))]
+    history = history_of("".join(lines))
+    # epoch 0.42 x 142 = 59.6 and 0.85 x 142 = 120.7: within a line of the truth (60, 120)
+    assert [p[0] for p in history["val"]] == [60, 121, 142]
+
+
+def lstm_resumed(real: Path, crash_after: str, init_from: str, resumed_upto: str) -> str:
+    """The LSTM run killed after CRASH_AFTER, resumed from INIT_FROM (its counter back at 1)."""
+    lstm = lines_of(real, "train-lstm.log")
+    header = "".join(lstm[: lstm.index("cloning criterion\t\n") + 1]).replace(
+        "creating an lstm with 1 layers",
+        f"loading a model from checkpoint {init_from}\t\n"
+        "overwriting rnn_size=16, num_layers=1, model=lstm based on the checkpoint.",
+    )
+    body = [line for line in lstm if "/284 (epoch" in line or "checkpoint" in line or "evaluating" in line]
+    return "".join(upto(lstm, crash_after)) + header + "".join(upto(body, resumed_upto))
+
+
+def test_history_stitches_a_resume(real: Path) -> None:
+    # killed at 215; the newest checkpoint is iteration 200's; the resumed run goes to its own 60
+    text = lstm_resumed(real, "215/284", "cv/lm_tiny_epoch1.41_3.2339.t7", "60/284")
+    history = history_of(text)
+    assert history["segments"] == 2
+    iterations = [p[0] for p in history["train"]]
+    assert iterations == sorted(set(iterations))
+    # 205..215 were lost with the crash and done again: the resumed run's 5..15 stand for them
+    assert [215, 3.06010221] not in history["train"]
+    assert history["train"][39:43] == [[200, 3.1757064], [205, 3.95151269], [210, 3.51782461], [215, 3.46785271]]
+    assert iterations[-1] == 260
+    assert history["val"] == [[50, 3.3196], [100, 3.3046], [150, 3.2739], [200, 3.2339], [250, 3.3196]]
+
+
+def test_history_resume_from_a_checkpoint_not_read(real: Path) -> None:
+    text = lstm_resumed(real, "215/284", "cv/lm_tiny_epoch9.99_1.0000.t7", "10/284")
+    history = history_of(text)
+    assert [p[0] for p in history["train"]][-3:] == [215, 220, 225]  # continues after the last one seen
+
+
+def test_history_a_fresh_run_starts_over(real: Path) -> None:
+    text = (real / "train-lstm.log").read_text() + (real / "train-gru.log").read_text()
+    assert history_of(text) == history_of((real / "train-gru.log").read_text())
+    header_only = (real / "train-lstm.log").read_text() + "".join(upto(lines_of(real, "train-gru.log"), "creating"))
+    assert history_of(header_only) == {"train": [], "val": [], "train_points": 0, "val_points": 0, "segments": 1}
+
+
+def test_history_leaves_out_nan(real: Path) -> None:
+    text = (real / "train-gru.log").read_text().replace("train_loss = 3.40430904", "train_loss = nan")
+    history = history_of(text)
+    assert history["train_points"] == 27
+    assert [10, 3.40430904] not in history["train"]
+
+
+@pytest.mark.parametrize(("count", "max_points", "expected"), [
+    (10, 20, list(range(10))),
+    (10, 10, list(range(10))),
+    (10, 4, [0, 3, 6, 9]),
+    (56, 2, [0, 55]),
+    (5, 1, [4]),
+    (1000, 7, [0, 166, 333, 500, 666, 832, 999]),
+])  # fmt: skip
+def test_downsample(count: int, max_points: int, expected: list[int]) -> None:
+    assert log.downsample(list(range(count)), max_points) == expected
+
+
+def test_history_downsampled(real: Path) -> None:
+    history = history_of((real / "train-lstm.log").read_text(), max_points=10)
+    assert len(history["train"]) == 10
+    assert history["train_points"] == 56
+    assert (history["train"][0][0], history["train"][-1][0]) == (5, 280)
+    assert len(history["val"]) == 6

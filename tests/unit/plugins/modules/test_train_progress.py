@@ -69,3 +69,34 @@ def test_ansible_adhoc(real: Path, ansible_adhoc) -> None:
     assert result.get("failed") is not True, result
     assert (result["iteration"], result["total_iterations"], result["val_loss"]) == (142, 142, 3.1838)
     assert result["truncated"] is True
+
+
+def test_no_history_unless_asked(real: Path, run_module) -> None:
+    failed, result = run_module(train_progress.main, {"path": str(real / "train-gru.log")})
+    assert not failed
+    assert "history" not in result
+
+
+def test_history(real: Path, run_module) -> None:
+    args = {"path": str(real / "train-lstm.log"), "history": True, "history_points": 20}
+    failed, result = run_module(train_progress.main, {**args, "_ansible_check_mode": True})
+    assert not failed
+    history = result["history"]
+    assert (len(history["train"]), history["train_points"], history["segments"]) == (20, 56, 1)
+    assert (history["train"][0], history["train"][-1]) == ([5, 3.95151269], [280, 3.2454087])
+    assert [p[0] for p in history["val"]] == [50, 100, 150, 200, 250, 284]
+    assert result["iteration"] == 284  # the summary is unchanged
+
+
+def test_history_of_a_missing_log(tmp_path: Path, run_module) -> None:
+    args = {"path": str(tmp_path / "train.log"), "missing_ok": True, "history": True}
+    failed, result = run_module(train_progress.main, args)
+    assert not failed
+    assert result["history"] == {"train": [], "val": [], "train_points": 0, "val_points": 0, "segments": 0}
+
+
+def test_history_points_too_few(real: Path, run_module) -> None:
+    args = {"path": str(real / "train-lstm.log"), "history": True, "history_points": 1}
+    failed, result = run_module(train_progress.main, args)
+    assert failed
+    assert result["msg"] == "history_points must be at least 2 (a curve needs two points), not 1"
