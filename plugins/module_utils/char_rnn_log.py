@@ -17,12 +17,15 @@ import re
 import statistics
 from typing import Any
 
-if __package__:  # in the collection: the modules, the unit tests
+# Imported by its full name in the collection (modules, through AnsiballZ; unit tests), or as a plain
+# file beside the launcher and checkpoints.py on the managed host (char_rnn_train tasks/install.yml).
+# Told apart by __name__: AnsiballZ's zipimport leaves __package__ unset while the module runs.
+if __name__.startswith("ansible_collections."):
     from ansible_collections.rnn_bootstrap.char_rnn.plugins.module_utils.checkpoints import (
         NAME_PATTERN,
         checkpoint_iteration,
     )
-else:  # a plain file beside the launcher and checkpoints.py on the managed host (char_rnn_train install.yml)
+else:
     from checkpoints import NAME_PATTERN, checkpoint_iteration
 
 PROGRESS_RE = re.compile(

@@ -20,7 +20,7 @@ import math
 import os
 from typing import Any
 
-if __package__:  # in the collection (the unit tests)
+if __name__.startswith("ansible_collections."):  # in the collection (the unit tests)
     from ansible_collections.rnn_bootstrap.char_rnn.plugins.module_utils import checkpoints, corpus
 else:  # a plain file beside the launcher on the managed host (char_rnn_train tasks/install.yml)
     import checkpoints

@@ -27,7 +27,7 @@ import sys
 import time
 from typing import Any, Callable
 
-if __package__:  # in the collection (the unit tests)
+if __name__.startswith("ansible_collections."):  # in the collection (the unit tests)
     from ansible_collections.rnn_bootstrap.char_rnn.plugins.module_utils import char_rnn_log, checkpoints
 else:  # a plain file beside the launcher on the managed host (char_rnn_train tasks/install.yml)
     import char_rnn_log

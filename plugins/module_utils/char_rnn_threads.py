@@ -25,7 +25,7 @@ import subprocess
 import time
 from typing import Any, Callable
 
-if __package__:  # in the collection (the unit tests)
+if __name__.startswith("ansible_collections."):  # in the collection (the unit tests)
     from ansible_collections.rnn_bootstrap.char_rnn.plugins.module_utils import blas, char_rnn_log, char_rnn_plan
 else:  # a plain file beside the launcher on the managed host (char_rnn_train tasks/install.yml)
     import blas
