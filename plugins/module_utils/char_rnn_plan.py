@@ -169,6 +169,22 @@ def plan(
     return decision
 
 
+def summary(run: str, decision: dict[str, Any]) -> str:
+    """The line the launcher logs for a decision: already finished, resuming from where, or starting."""
+    done = f"{decision['offset_iterations']}/{decision['total_iterations']}"
+    if decision["action"] == "finished":
+        return (
+            f"run {run} already finished: {done} iterations (newest checkpoint {decision['checkpoint']}); not training"
+        )
+    if decision["action"] == "resume":
+        return (
+            f"resuming run {run} from {decision['init_from']} at iteration {done} "
+            f"(epoch {decision['offset_epochs']:.3f}): {decision['remaining_iterations']} iterations left, "
+            f"learning rate {decision['learning_rate']:.6g}"
+        )
+    return f"starting run {run}: {decision['total_iterations']} iterations ({decision['ntrain']} per epoch)"
+
+
 def train_args(options: dict[str, Any]) -> list[str]:
     """train.lua's command-line options: ``-name value``, floats exact, booleans 1/0, None left out."""
     args = []

@@ -121,10 +121,7 @@ def start(config: dict[str, Any], tee: Tee) -> int | str:
     if decision["action"] == "finished":
         char_rnn_plan.add_segment(state, decision, now, tee.offset())
         host.write_json(state_path, state)
-        tee.say(
-            f"run {config['run']} already finished: {decision['offset_iterations']}/{decision['total_iterations']} "
-            f"iterations (newest checkpoint {decision['checkpoint']}); not training"
-        )
+        tee.say(char_rnn_plan.summary(config["run"], decision))
         return 0
 
     guard = DiskGuard(checkpoint_dir, int(config.get("min_free_mb") or 0))
@@ -142,14 +139,7 @@ def start(config: dict[str, Any], tee: Tee) -> int | str:
     decision["threads"] = threads["env"]
     char_rnn_plan.add_segment(state, decision, now, tee.offset())
     host.write_json(state_path, state)
-    if decision["action"] == "resume":
-        tee.say(
-            f"resuming run {config['run']} from {decision['init_from']} at iteration "
-            f"{decision['offset_iterations']}/{decision['total_iterations']} (epoch {decision['offset_epochs']:.3f}): "
-            f"{decision['remaining_iterations']} iterations left, learning rate {decision['learning_rate']:.6g}"
-        )
-    else:
-        tee.say(f"starting run {config['run']}: {decision['total_iterations']} iterations ({ntrain} per epoch)")
+    tee.say(char_rnn_plan.summary(config["run"], decision))
     tee.say(f"threads ({threads['why']}): {char_rnn_threads.describe(threads['env'])}")
 
     def saved(path: str) -> None:

@@ -206,3 +206,19 @@ def test_state_records_segments_and_the_finish():
     finished = plan.plan(cfg, state, [entry("lm_run_epoch5.00_1.0000.t7", 2000.0)], NTRAIN, now=3000.0)
     plan.add_segment(state, finished, 3000.0, log_offset=99)
     assert state["finished"] is True and len(state["segments"]) == 1
+
+
+def test_summary_lines():
+    cfg = config()
+    fresh = plan.plan(cfg, None, [], NTRAIN, now=1000.0)
+    assert plan.summary("run", fresh) == "starting run run: 500 iterations (100 per epoch)"
+    segments = [{"started": 100.0, "offset_iterations": 0, "offset_epochs": 0.0, "total": 500}]
+    resume = plan.plan(cfg, state_for(cfg, 100.0, segments), [entry("lm_run_epoch2.50_2.0000.t7", 150.0)], NTRAIN, 200)
+    assert plan.summary("run", resume) == (
+        "resuming run run from /cv/lm_run_epoch2.50_2.0000.t7 at iteration 250/500 (epoch 2.500): "
+        "250 iterations left, learning rate 0.001"
+    )
+    done = plan.plan(cfg, state_for(cfg, 100.0, segments), [entry("lm_run_epoch5.00_1.0000.t7", 150.0)], NTRAIN, 200)
+    assert plan.summary("run", done) == (
+        "run run already finished: 500/500 iterations (newest checkpoint lm_run_epoch5.00_1.0000.t7); not training"
+    )
