@@ -199,8 +199,8 @@ def run_trainer(
 
     for signum in STOP_SIGNALS:
         signal.signal(signum, forward)
-    assert child.stdout is not None
-    for line in iter(child.stdout.readline, b""):
+    output: Any = child.stdout  # a pipe: stdout=PIPE above
+    for line in iter(output.readline, b""):
         tee.write(line)
         if stopping or reprobe is not None or low is not None:
             continue
