@@ -9,10 +9,11 @@ segments did: char-rnn's -init_from restarts its counter at 1) and systemd's vie
 
 from __future__ import annotations
 
-import re
+import math
+import os
 from typing import Any
 
-VAL_LOSS_RE = re.compile(r"_(?P<val>[-+]?\d+(?:\.\d*)?)\.t7$")
+from ansible_collections.rnn_bootstrap.char_rnn.plugins.module_utils.checkpoints import parse_name
 
 DOCUMENTATION = r"""
 name: train_status
@@ -87,6 +88,12 @@ def service_state(service: dict[str, Any] | None) -> str:
     return f"{active} ({sub})" if sub else active
 
 
+def resumed_val_loss(path: str) -> float | None:
+    """The validation loss in the name of the checkpoint a segment resumed from (a finite one), or None."""
+    parsed = parse_name(os.path.basename(path))
+    return parsed["val_loss"] if parsed and math.isfinite(parsed["val_loss"]) else None
+
+
 def train_status(
     progress: dict[str, Any] | None,
     run: str,
@@ -117,8 +124,7 @@ def train_status(
     max_epochs = state.get("max_epochs")
     val_loss = progress.get("val_loss")
     if val_loss is None and segment.get("init_from"):  # no checkpoint yet in this segment: the one it resumed
-        match = VAL_LOSS_RE.search(segment["init_from"])
-        val_loss = float(match.group("val")) if match else None
+        val_loss = resumed_val_loss(segment["init_from"])
     figures = {
         "run": run,
         "service": service_state(service),

@@ -20,11 +20,23 @@ import re
 import statistics
 from typing import Any
 
+# Imported by its full name in the collection (modules, through AnsiballZ; unit tests), or as a plain
+# file beside the launcher and checkpoints.py on the managed host (char_rnn_train tasks/install.yml).
+# Told apart by __name__: AnsiballZ's zipimport leaves __package__ unset while the module runs.
+if __name__.startswith("ansible_collections."):
+    from ansible_collections.rnn_bootstrap.char_rnn.plugins.module_utils.checkpoints import (
+        NAME_PATTERN,
+        checkpoint_iteration,
+    )
+else:
+    from checkpoints import NAME_PATTERN, checkpoint_iteration
+
 PROGRESS_RE = re.compile(
     r"(?P<i>\d+)/(?P<total>\d+) \(epoch (?P<epoch>[-+\w.]+)\), train_loss = (?P<loss>[-+\w.]+), "
     r"grad/param norm = (?P<norm>[-+\w.]+), time/batch = (?P<time>[-+\w.]+)s"
 )
-CHECKPOINT_RE = re.compile(r"saving checkpoint to (?P<path>\S*?lm_.+_epoch(?P<epoch>[-+\w.]+?)_(?P<val>[-+\w.]+)\.t7)")
+# The path train.lua announces; its file name by the one rule (checkpoints.NAME_PATTERN).
+CHECKPOINT_RE = re.compile(rf"saving checkpoint to (?P<path>\S*?{NAME_PATTERN})")
 EVALUATING_RE = re.compile(r"evaluating loss over split index (?P<split>\d+)")
 DATA_BATCHES_RE = re.compile(
     r"data load done\. Number of data batches in train: (?P<train>\d+), val: (?P<val>\d+), test: (?P<test>\d+)"
@@ -191,7 +203,7 @@ class LogParser:
                 {
                     "path": match.group("path"),
                     "epoch": _number(match.group("epoch")),
-                    "val_loss": _number(match.group("val")),
+                    "val_loss": _number(match.group("val_loss")),
                     "after_iteration": seg.progress[-1]["iteration"] if seg.progress else 0,
                 }
             )
@@ -218,7 +230,7 @@ def _checkpoint_iteration(seg: Segment, checkpoint: dict[str, Any], total: int |
     """Iteration of a checkpoint saved after the last progress line (train.lua prints none for it).
 
     train.lua saves before printing that iteration's progress line, so a checkpoint followed by
-    no progress line sits at round(epoch * train batches), at least one past the last line.
+    no progress line is at least one past the last line (checkpoints.checkpoint_iteration).
     """
     ntrain = seg.info.get("train_batches")
     last = seg.progress[-1] if seg.progress else {}
@@ -227,7 +239,7 @@ def _checkpoint_iteration(seg: Segment, checkpoint: dict[str, Any], total: int |
     epoch = checkpoint["epoch"]
     if not ntrain or epoch is None:
         return None
-    estimate = max(round(epoch * ntrain), checkpoint["after_iteration"] + 1)
+    estimate = checkpoint_iteration(epoch, ntrain, after=checkpoint["after_iteration"])
     return min(estimate, total) if total else estimate
 
 

@@ -16,11 +16,13 @@ import re
 import struct
 from typing import Any, BinaryIO
 
-NAME_RE = re.compile(
-    r"^lm_(?P<savefile>.+)_epoch(?P<epoch>[-+]?(?:\d+(?:\.\d*)?|nan|inf))"
-    r"_(?P<val_loss>[-+]?(?:\d+(?:\.\d*)?|nan|inf))\.t7$",
-    re.IGNORECASE,
-)
+# The one rule for a checkpoint's file name: train.lua writes
+# string.format('%s/lm_%s_epoch%.2f_%.4f.t7', checkpoint_dir, savefile, epoch, val_loss)
+# (Lua prints a NaN loss as nan or -nan). NAME_PATTERN is unanchored (case-insensitive inside) for
+# patterns that find a name in a longer text: char_rnn_log's "saving checkpoint to <path>".
+_NUMBER = r"[-+]?(?:\d+(?:\.\d*)?|nan|inf)"
+NAME_PATTERN = rf"(?i:lm_(?P<savefile>.+)_epoch(?P<epoch>{_NUMBER})_(?P<val_loss>{_NUMBER})\.t7)"
+NAME_RE = re.compile(rf"^{NAME_PATTERN}$")
 
 # torch7 binary serialization (torch/File.lua): every object starts with an int32 type tag.
 T7_NIL, T7_NUMBER, T7_STRING, T7_TABLE, T7_TORCH, T7_BOOLEAN = 0, 1, 2, 3, 4, 5
@@ -61,6 +63,29 @@ def parse_name(name: str) -> dict[str, Any] | None:
         "epoch": float(match.group("epoch")),
         "val_loss": float(match.group("val_loss")),
     }
+
+
+def checkpoint_iteration(
+    epoch: float, ntrain: int, eval_val_every: int = 0, segment_total: int | None = None, after: int = 0
+) -> int:
+    """The iteration (counted from the start of its train.lua segment) of a checkpoint named with ``epoch``.
+
+    The name keeps the epoch to two decimals, so ``epoch * ntrain`` is only near the iteration.
+    train.lua saves at multiples of ``eval_val_every`` and at its last iteration (``segment_total``):
+    when one of those (later than ``after``) fits the rounded epoch, the nearest is the answer.
+    Otherwise the estimate itself, and never before ``after`` + 1 (a checkpoint announced after
+    the progress line of iteration ``after``).
+    """
+    estimate = epoch * ntrain
+    candidates = []
+    if eval_val_every > 0:
+        candidates.append(round(estimate / eval_val_every) * eval_val_every)
+    if segment_total:
+        candidates.append(segment_total)
+    candidates = [c for c in candidates if c > after and abs(c / ntrain - epoch) <= 0.005 + 1e-9]
+    if candidates:
+        return min(candidates, key=lambda c: abs(c - estimate))
+    return max(after + 1, round(estimate))
 
 
 class _T7Walker:

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import importlib.util
+import importlib
 import json
 import os
 import re
@@ -63,12 +63,10 @@ HOG = (
 )
 
 
-def load_launcher():
-    sys.path.insert(0, str(MODULE_UTILS))  # the role installs checkpoints.py etc. next to the launcher
-    spec = importlib.util.spec_from_file_location("char_rnn_launcher", LAUNCHER)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+def load_threads():
+    """The launcher's thread selection (plugins/module_utils/char_rnn_threads.py), imported as on a host."""
+    sys.path.insert(0, str(MODULE_UTILS))  # the role installs it and the rest next to the launcher
+    return importlib.import_module("char_rnn_threads")
 
 
 def describe(env: dict[str, str]) -> str:
@@ -98,7 +96,7 @@ def configurations(th: str, cpus: int) -> list[tuple[str, dict[str, str]]]:
         (f"OpenMP OpenBLAS, OMP={n} PASSIVE", {**openmp, "OMP_NUM_THREADS": n, "OMP_WAIT_POLICY": "PASSIVE"}),
     ]
     envs = [env for _name, env in rows]
-    for env in load_launcher().probe_candidates(th, cpus):
+    for env in load_threads().probe_candidates(th, cpus):
         if env not in envs:
             rows.append((f"pthread, {label(env)}", env))
             envs.append(env)

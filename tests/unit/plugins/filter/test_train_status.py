@@ -4,7 +4,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ansible_collections.rnn_bootstrap.char_rnn.plugins.filter.train_status import FilterModule, duration, train_status
+import pytest
+from ansible_collections.rnn_bootstrap.char_rnn.plugins.filter.train_status import (
+    FilterModule,
+    duration,
+    resumed_val_loss,
+    train_status,
+)
 from ansible_collections.rnn_bootstrap.char_rnn.plugins.module_utils.char_rnn_log import parse_text
 
 STATE = {
@@ -74,3 +80,17 @@ def test_a_run_stopped_for_disk_space_says_why():
     assert status["line"].startswith("run run | failed (failed) | iteration 250/500 |")
     assert status["line"].endswith(f"| ETA - | restarts 1 | stopped: {reason}")
     assert train_status(progress, "run", STATE, SERVICE)["stopped"] is None
+
+
+@pytest.mark.parametrize(
+    ("path", "expected"),
+    [
+        ("/cv/lm_run_epoch2.00_1.7500.t7", 1.75),
+        ("cv/lm_my_run_epoch0.11_3.9236.t7", 3.9236),
+        ("/cv/lm_run_epoch2.00_nan.t7", None),  # nothing to show: "-" as before
+        ("/cv/lm_run_epoch2.00_inf.t7", None),
+        ("/cv/run_2.00.t7", None),  # not a checkpoint name
+    ],
+)
+def test_resumed_val_loss_reads_the_name_by_the_one_rule(path: str, expected: float | None):
+    assert resumed_val_loss(path) == expected

@@ -39,6 +39,36 @@ def test_parse_name_nan_loss() -> None:
     assert math.isnan(parsed["val_loss"])
 
 
+def test_one_name_rule_for_every_parser() -> None:
+    """The log's "saving checkpoint to" pattern takes its name part from checkpoints.NAME_PATTERN."""
+    from ansible_collections.rnn_bootstrap.char_rnn.plugins.module_utils import char_rnn_log
+
+    assert ck.NAME_PATTERN in char_rnn_log.CHECKPOINT_RE.pattern
+    line = "saving checkpoint to cv/run/lm_my_run_epoch0.11_-nan.t7\t"
+    match = char_rnn_log.CHECKPOINT_RE.search(line)
+    assert match is not None and match.group("path") == "cv/run/lm_my_run_epoch0.11_-nan.t7"
+    assert match.group("savefile") == "my_run" and match.group("epoch") == "0.11"
+    assert ck.parse_name("lm_my_run_epoch0.11_-nan.t7")["savefile"] == "my_run"
+    assert char_rnn_log.CHECKPOINT_RE.search("saving checkpoint to cv/lm_tiny.t7") is None
+
+
+@pytest.mark.parametrize(
+    ("epoch", "ntrain", "eval_val_every", "segment_total", "after", "expected"),
+    [
+        pytest.param(0.47, 423, 200, None, 0, 200, id="snaps-to-the-eval-point"),  # 198.8 iterations by the name
+        pytest.param(0.25, 423, 50, 105, 0, 105, id="the-segment's-final-checkpoint"),
+        pytest.param(0.11, 190, 20, 38, 0, 20, id="fixture-run-first-checkpoint"),
+        pytest.param(0.20, 190, 20, 38, 0, 38, id="fixture-run-final-checkpoint"),
+        pytest.param(0.50, 100, 0, None, 0, 50, id="no-eval-points-known"),
+        pytest.param(0.0, 100, 0, None, 0, 1, id="never-before-iteration-1"),
+        pytest.param(0.50, 100, 0, None, 60, 61, id="after-the-last-progress-line"),
+        pytest.param(0.50, 100, 50, None, 50, 51, id="eval-point-not-after-the-last-line"),
+    ],
+)
+def test_checkpoint_iteration(epoch, ntrain, eval_val_every, segment_total, after, expected) -> None:
+    assert ck.checkpoint_iteration(epoch, ntrain, eval_val_every, segment_total, after) == expected
+
+
 @pytest.mark.parametrize("name", [*LSTM, GRU])
 def test_real_checkpoints_are_complete(real: Path, name: str) -> None:
     assert ck.check_t7(str(real / name)) is None
