@@ -175,7 +175,6 @@ SYSTEM_DEPS = files(
     "system_deps/preflight.yml",
     "system_deps/setup-apt.yml",
     "system_deps/openblas-source.yml",
-    "system_deps/blas-facts.yml",
 )
 TORCH7_COMMON = files(
     "torch7/main.yml", "torch7/preflight.yml", "torch7/artifact-plan.yml", "torch7/artifact-lookup-dir.yml"
