@@ -38,7 +38,7 @@ EXAMPLES = r"""
 
 RETURN = r"""
 _value:
-  description: The reason, for example C(CMake 4.1.2: CMake 4 removed compatibility with ...), or an empty string.
+  description: "The reason, for example C(CMake 4.1.2: CMake 4 removed compatibility with ...), or an empty string."
   type: str
 """
 

@@ -178,66 +178,31 @@ def env(tmp_path, monkeypatch):
 # --------------------------------------------------------------------------- arguments
 
 
-@pytest.mark.parametrize(
-    ("given", "key", "expected"),
-    [
-        ({}, "prefix", "/opt/torch/install"),
-        ({}, "src", "/opt/torch"),
-        ({}, "lua_flavour", "LUAJIT21"),
-        ({}, "cuda", False),
-        ({}, "require_blas", True),
-        ({}, "log_path", "/var/log/torch-build.log"),
-        ({}, "verify_modules", ["torch", "nn", "nngraph", "optim", "lfs"]),
-        ({"lua_flavour": "LUA51"}, "lua_flavour", "LUA51"),
-        ({"cmake_executable": "/opt/cmake3/bin/cmake"}, "cmake", "/opt/cmake3/bin/cmake"),
-        ({"jobs": "3"}, "jobs", 3),
-        ({"cuda": "yes"}, "cuda", True),
-    ],
-)
-def test_arguments(given, key, expected):
-    result = ArgumentSpecValidator(mod.ARGUMENT_SPEC, required_by=mod.REQUIRED_BY).validate(given)
+def test_arguments(case):
+    result = ArgumentSpecValidator(mod.ARGUMENT_SPEC, required_by=mod.REQUIRED_BY).validate(case["given"])
     assert not result.error_messages
-    assert result.validated_parameters[key] == expected
+    assert result.validated_parameters[case["key"]] == case["expected"]
 
 
-@pytest.mark.parametrize(
-    "given",
-    [
-        {"lua_flavour": "LUA53"},
-        {"jobs": "many"},
-        {"bogus": 1},
-        {"artifact_manifest": "/tmp/m.json"},
-        # the role writes the profile script and the th link now
-        {"profile_script": "/etc/profile.d/torch.sh"},
-        {"th_link": "/usr/local/bin/th"},
-    ],
-)
-def test_arguments_rejected(given):
-    assert ArgumentSpecValidator(mod.ARGUMENT_SPEC, required_by=mod.REQUIRED_BY).validate(given).error_messages
+def test_arguments_rejected(case):
+    assert ArgumentSpecValidator(mod.ARGUMENT_SPEC, required_by=mod.REQUIRED_BY).validate(case["given"]).error_messages
 
 
 # --------------------------------------------------------------------------- planning
 
 
-@pytest.mark.parametrize(
-    ("wanted", "cuda", "expected"),
-    [
-        (catalog.CHAR_RNN_PACKAGES, False, CHAR_RNN_SET),
-        (catalog.CHAR_RNN_PACKAGES, True, [*CHAR_RNN_SET, "cutorch", "cunn"]),
-        (["torch"], False, ["cwrap", "paths", "torch"]),
-        (["image"], False, ["luaffi", "sundown", "cwrap", "paths", "torch", "dok", "sys", "xlua", "image"]),
-        (["cudnn"], True, ["luaffi", "cwrap", "paths", "torch", "moses", "nn", "cutorch", "cunn", "cudnn"]),
-        (["optim"], False, ["luaffi", "cwrap", "paths", "torch", "sys", "xlua", "optim"]),
-    ],
-)
-def test_resolve_packages(wanted, cuda, expected):
-    assert catalog.resolve_packages(wanted, cuda) == expected
+def test_resolve_packages(case):
+    assert catalog.resolve_packages(case["wanted"], case["cuda"]) == case["expected"]
 
 
-@pytest.mark.parametrize(("wanted", "cuda"), [(["cudnn"], False), (["qtlua"], False), (["nope"], True)])
-def test_resolve_packages_rejects(wanted, cuda):
+def test_char_rnn_set_is_what_char_rnn_needs():
+    assert catalog.packages_for([], False) == CHAR_RNN_SET
+    assert set(catalog.CHAR_RNN_PACKAGES) <= set(CHAR_RNN_SET)
+
+
+def test_resolve_packages_rejects(case):
     with pytest.raises(TorchError) as caught:
-        catalog.resolve_packages(wanted, cuda)
+        catalog.resolve_packages(case["wanted"], case["cuda"])
     assert caught.value.step == "plan"
 
 
@@ -399,36 +364,29 @@ def _drop_libth(tmp_path, runner):
     os.unlink(tmp_path / "install" / "lib" / "libTH.so.0")
 
 
-def _nothing(tmp_path, runner):
-    pass
+# The `mutate` of test_rebuild_decision's cases.
+MUTATIONS = {
+    "nothing": lambda tmp_path, runner: None,
+    "break_th": _break_th,
+    "fail_require": _fail_require,
+    "new_commit": _new_commit,
+    "garble_state": _garble_state,
+    "drop_libth": _drop_libth,
+}
 
 
-@pytest.mark.parametrize(
-    ("mutate", "over", "built", "reason"),
-    [
-        (_nothing, {}, False, "up to date"),
-        (_new_commit, {}, True, f"commit changed: {SHA_A} -> {SHA_B}"),
-        (_nothing, {"lua_flavour": "LUA51"}, True, "lua_flavour changed: LUAJIT21 -> LUA51"),
-        (_nothing, {"extra_packages": ["image"]}, True, "packages changed"),
-        (_break_th, {}, True, "missing"),
-        (_fail_require, {}, True, "th cannot require"),
-        (_drop_libth, {}, True, "no libTH.so"),
-        (_garble_state, {}, True, "build record unreadable"),
-        (_nothing, {"force": True}, True, "force: true"),
-    ],
-)
-def test_rebuild_decision(env, mutate, over, built, reason):
+def test_rebuild_decision(env, case):
     tmp_path, src, runner = env
     ok, _result, _warnings = mod.run(params(tmp_path, src), False, runner)
     assert ok
-    mutate(tmp_path, runner)
+    MUTATIONS[case["mutate"]](tmp_path, runner)
     runner.calls.clear()
-    ok, res, _warnings = mod.run(params(tmp_path, src, **over), False, runner)
+    ok, res, _warnings = mod.run(params(tmp_path, src, **case["over"]), False, runner)
     assert ok, res
-    assert res["built"] is built, res
-    assert reason in res["reason"]
-    assert bool(runner.steps()) is built
-    if not built:
+    assert res["built"] is case["built"], res
+    assert case["reason"] in res["reason"]
+    assert bool(runner.steps()) is case["built"]
+    if not case["built"]:
         assert res["changed"] is False
         assert res["build_seconds"] == 0.0
 
@@ -475,18 +433,10 @@ def test_check_mode_up_to_date_and_changed_commit(env):
 # --------------------------------------------------------------------------- failures
 
 
-@pytest.mark.parametrize(
-    ("fail_on", "step"),
-    [
-        ("-DWITH_LUAJIT21=ON", "configure luajit-rocks"),
-        ("--build . -- -j", "build luajit-rocks"),
-        ("rocks/torch-scm-1.rockspec", "luarocks make torch"),
-        ("nngraph-scm-1.rockspec", "luarocks make nngraph"),
-    ],
-)
-def test_failure_reports_step_and_log_tail(env, fail_on, step):
+def test_failure_reports_step_and_log_tail(env, case):
     tmp_path, src, runner = env
-    runner.fail_on = fail_on
+    runner.fail_on = case["fail_on"]
+    step = case["step"]
     ok, res, _warnings = mod.run(params(tmp_path, src), False, runner)
     assert not ok
     assert res["failed_step"] == step
@@ -561,60 +511,25 @@ def test_given_cmake4_is_refused(env):
     assert not ok and res["failed_step"] == "toolchain" and "needs CMake 3.x" in res["msg"]
 
 
-@pytest.mark.parametrize(
-    ("text", "version"),
-    [
-        ("cmake version 3.25.1\n\nCMake suite maintained", (3, 25, 1)),
-        ("cmake version 4.0.0-rc1\n", (4, 0, 0)),
-        ("cmake3 version 3.31\n", (3, 31, 0)),
-        ("bash: cmake: not found", None),
-    ],
-)
-def test_parse_cmake_version(text, version):
-    assert probes.parse_cmake_version(text) == version
+def test_parse_cmake_version(case):
+    version = probes.parse_cmake_version(case["text"])
+    assert version == (tuple(case["version"]) if case["version"] else None)
 
 
 # --------------------------------------------------------------------------- BLAS
 
 
-@pytest.mark.parametrize(
-    ("ldd", "expected"),
-    [
-        (LDD_OPENBLAS, ("libopenblas.so.0", "/lib/x86_64-linux-gnu/libopenblas.so.0")),
-        (
-            "\tlibblas.so.3 => /lib/x86_64-linux-gnu/libblas.so.3 (0x1)\n",
-            ("libblas.so.3", "/lib/x86_64-linux-gnu/libblas.so.3"),
-        ),
-        (
-            "\tlibmkl_rt.so.2 => /opt/intel/lib/libmkl_rt.so.2 (0x1)\n",
-            ("libmkl_rt.so.2", "/opt/intel/lib/libmkl_rt.so.2"),
-        ),
-        ("\tlibatlas.so.3 => /usr/lib/libatlas.so.3 (0x1)\n", ("libatlas.so.3", "/usr/lib/libatlas.so.3")),
-        ("\tlibopenblas.so.0 => not found\n", ("libopenblas.so.0", None)),
-        (LDD_NO_BLAS, (None, None)),
-        ("", (None, None)),
-    ],
-)
-def test_parse_ldd_blas(ldd, expected):
-    assert blas.parse_ldd_blas(ldd) == expected
+def test_parse_ldd_blas(case):
+    assert blas.parse_ldd_blas(case["ldd"]) == (case["soname"], case["resolved"])
 
 
-@pytest.mark.parametrize(
-    ("ldd", "require_blas", "ok", "blas"),
-    [
-        (LDD_OPENBLAS, True, True, os.path.realpath("/lib/x86_64-linux-gnu/libopenblas.so.0")),
-        (LDD_NO_BLAS, True, False, None),
-        (LDD_NO_BLAS, False, True, None),
-        ("\tlibopenblas.so.0 => not found\n", False, False, None),
-    ],
-)
-def test_blas_verification(env, ldd, require_blas, ok, blas):
+def test_blas_verification(env, case):
     tmp_path, src, runner = env
-    runner.ldd = ldd
-    success, res, _warnings = mod.run(params(tmp_path, src, require_blas=require_blas), False, runner)
-    assert success is ok, res
-    if ok:
-        assert res["blas_library"] == blas
+    runner.ldd = case["ldd"]
+    success, res, _warnings = mod.run(params(tmp_path, src, require_blas=case["require_blas"]), False, runner)
+    assert success is case["ok"], res
+    if case["ok"]:
+        assert res["blas_library"] == (os.path.realpath(case["blas"]) if case["blas"] else None)
     else:
         assert res["failed_step"] == "verify blas"
 
