@@ -180,15 +180,15 @@ def make_manifest(key, tarball, record, host, created_at):
 
 
 def read_manifest(path):
-    """The manifest at ``path``; raises ValueError with the reason when it is not one."""
+    """The manifest at ``path``; raises TorchError with the reason when it is not one."""
     try:
         with open(path, encoding="utf-8") as handle:
             data = json.load(handle)
     except (OSError, ValueError) as exc:
-        raise ValueError(f"cannot read artifact manifest {path}: {exc}") from exc
+        raise TorchError("read artifact", f"cannot read artifact manifest {path}: {exc}") from exc
     missing = [name for name in ("key", "sha256", "name") if not isinstance(data, dict) or name not in data]
     if missing:
-        raise ValueError("{} is not an artifact manifest (no {})".format(path, ", ".join(missing)))
+        raise TorchError("read artifact", "{} is not an artifact manifest (no {})".format(path, ", ".join(missing)))
     return data
 
 
@@ -212,10 +212,7 @@ def check_artifact(p):
 
     Nothing is extracted before both agree: a corrupt or mismatched artifact is never installed."""
     path = manifest_path(p)
-    try:
-        manifest = read_manifest(path)
-    except ValueError as exc:
-        raise TorchError("read artifact", str(exc)) from exc
+    manifest = read_manifest(path)
     host_key = p["artifact_key"]
     differences = key_differences(host_key, manifest["key"])
     if differences:
@@ -325,7 +322,7 @@ def export(p, state, built, check_mode, result):
         check_key_matches_build(key, state)
         manifest_file = manifest_path(dict(p, artifact=path, artifact_manifest=None))
         current = None
-        with contextlib.suppress(ValueError):
+        with contextlib.suppress(TorchError):
             current = read_manifest(manifest_file)
         fresh = (
             not built

@@ -8,7 +8,7 @@ import json
 import pytest
 from ansible_collections.rnn_bootstrap.char_rnn.plugins.module_utils import torch_artifact as ta
 from ansible_collections.rnn_bootstrap.char_rnn.plugins.module_utils.torch_records import STATE_FILE
-from ansible_collections.rnn_bootstrap.char_rnn.plugins.module_utils.torch_runner import Runner
+from ansible_collections.rnn_bootstrap.char_rnn.plugins.module_utils.torch_runner import Runner, TorchError
 from ansible_collections.rnn_bootstrap.char_rnn.plugins.modules import torch_artifact_key as mod
 
 SHA = "0219027e6c4644a0ba5c5bf137c989a0a8c9e01b"
@@ -103,7 +103,7 @@ def test_manifest_records_checksum_and_reads_back(tmp_path, artifact_key):
 @pytest.mark.parametrize("content", ["", "{}", '{"key": {}}', "[1]"])
 def test_a_file_that_is_not_a_manifest_is_refused(tmp_path, content):
     (tmp_path / "m.json").write_text(content)
-    with pytest.raises(ValueError, match=r"m\.json"):
+    with pytest.raises(TorchError, match=r"m\.json"):
         ta.read_manifest(str(tmp_path / "m.json"))
 
 
