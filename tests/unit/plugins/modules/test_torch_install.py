@@ -775,3 +775,33 @@ def test_build_reports_progress_for_a_play_that_follows_it(env):
     progress = json.loads((tmp_path / "log" / "torch-build.log.progress.json").read_text())
     assert ok and progress["step"] == progress["steps"] == len(runner.steps())
     assert progress["name"] == "verify" and progress["finished"] is False
+
+
+def test_main_runs_its_probes_through_run_command(tmp_path, run_module):
+    """main() over AnsibleModule.run_command (scripted here): check mode on a fresh host reads the
+    commit and the CMake version, and nothing else runs or is written."""
+    src = make_src(tmp_path)
+    cmake = str(tmp_path / "cmake3" / "bin" / "cmake")
+    args = {
+        "src": str(src),
+        "prefix": str(tmp_path / "install"),
+        "log_path": str(tmp_path / "log" / "torch-build.log"),
+        "cmake": cmake,
+        "_ansible_check_mode": True,
+    }
+    commands = [
+        {"argv": ["git", "-c", "safe.directory=*", "-C", str(src), "rev-parse", "HEAD"], "out": SHA_A + "\n"},
+        {"argv": [cmake, "--version"], "out": "cmake version 3.25.1\n"},
+    ]
+    failed, res = run_module(mod.main, args, commands=commands)
+    assert not failed, res
+    assert res["changed"] and res["built"] and res["reason"] == "no build record"
+    assert res["cmake"] == {"path": cmake, "version": "3.25.1"}
+    assert not (tmp_path / "install").exists() and not (tmp_path / "log").exists()
+
+
+def test_main_reports_the_failed_step(tmp_path, run_module):
+    args = {"src": str(tmp_path / "nothing"), "prefix": str(tmp_path / "install"), "_ansible_check_mode": True}
+    failed, res = run_module(mod.main, args, commands=[])
+    assert failed and res["failed_step"] == "locate sources" and "clone it recursively" in res["msg"]
+    assert res["log_tail"] == ""
