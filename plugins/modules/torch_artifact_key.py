@@ -115,29 +115,19 @@ import re
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.rnn_bootstrap.char_rnn.plugins.module_utils import torch_artifact as ta
-from ansible_collections.rnn_bootstrap.char_rnn.plugins.module_utils import torch_build as tb
+from ansible_collections.rnn_bootstrap.char_rnn.plugins.module_utils.torch_catalog import LUA_FLAVOURS, packages_for
+from ansible_collections.rnn_bootstrap.char_rnn.plugins.module_utils.torch_probes import nvcc_version
+from ansible_collections.rnn_bootstrap.char_rnn.plugins.module_utils.torch_records import read_state, state_path
+from ansible_collections.rnn_bootstrap.char_rnn.plugins.module_utils.torch_runner import Runner, TorchError
 
-NVCC_VERSION = re.compile(r"release (\d+\.\d+)")
-
-
-def argument_spec():
-    return dict(
-        commit=dict(type="str", required=True),
-        lua_flavour=dict(type="str", default="LUAJIT21", choices=list(tb.LUA_FLAVOURS)),
-        cuda=dict(type="bool", default=False),
-        extra_packages=dict(type="list", elements="str", default=[]),
-        blas_soname=dict(type="str", default="libopenblas.so.0"),
-        prefix=dict(type="path", default="/opt/torch/install"),
-    )
-
-
-def cuda_version(runner):
-    nvcc = tb.find_nvcc(runner)
-    if not nvcc:
-        raise ValueError("cuda: true but no nvcc on PATH, /usr/local/cuda/bin or /opt/cuda/bin")
-    _rc, out = runner.capture([nvcc, "--version"])
-    match = NVCC_VERSION.search(out)
-    return match.group(1) if match else "unknown"
+ARGUMENT_SPEC = dict(
+    commit=dict(type="str", required=True),
+    lua_flavour=dict(type="str", default="LUAJIT21", choices=list(LUA_FLAVOURS)),
+    cuda=dict(type="bool", default=False),
+    extra_packages=dict(type="list", elements="str", default=[]),
+    blas_soname=dict(type="str", default="libopenblas.so.0"),
+    prefix=dict(type="path", default="/opt/torch/install"),
+)
 
 
 def compute(params, runner):
@@ -145,10 +135,10 @@ def compute(params, runner):
     if not re.match(r"^[0-9a-f]{40}$", params["commit"]):
         return False, {"msg": "commit must be a full 40-character SHA, not '{}'".format(params["commit"])}
     try:
-        packages = tb.resolve_packages(list(tb.CHAR_RNN_PACKAGES) + list(params["extra_packages"]), params["cuda"])
-        cuda = cuda_version(runner) if params["cuda"] else None
-    except ValueError as exc:
-        return False, {"msg": str(exc)}
+        packages = packages_for(params["extra_packages"], params["cuda"])
+        cuda = nvcc_version(runner) if params["cuda"] else None
+    except TorchError as exc:
+        return False, {"msg": exc.msg}
     blas = ta.blas_identity(runner, params["blas_soname"])
     if blas is None:
         return False, {
@@ -169,7 +159,7 @@ def compute(params, runner):
         cuda,
         blas,
     )
-    record = tb.read_state(tb.state_path(params["prefix"])) or {}
+    record = read_state(state_path(params["prefix"])) or {}
     return True, {
         "changed": False,
         "key": key,
@@ -180,8 +170,8 @@ def compute(params, runner):
 
 
 def main():
-    module = AnsibleModule(argument_spec=argument_spec(), supports_check_mode=True)
-    ok, result = compute(module.params, tb.Runner())
+    module = AnsibleModule(argument_spec=ARGUMENT_SPEC, supports_check_mode=True)
+    ok, result = compute(module.params, Runner(module))
     if ok:
         module.exit_json(**result)
     module.fail_json(**result)

@@ -37,9 +37,11 @@ description:
   - A rebuild starts from a fresh build tree (O(build_dir)) and removes O(prefix) if it holds a previous
     record of this module (complete or not). Packages are built from copies under C(<build_dir>/pkgs), so
     the checkout (and its submodules) stays clean for later C(git) updates.
-  - "Activation: writes O(profile_script) (PATH, LD_LIBRARY_PATH, LUA_PATH, LUA_CPATH like upstream's
-    C(torch-activate), which is also written to C(<prefix>/bin/torch-activate)) and symlinks C(th) as
-    O(th_link)."
+  - "Activation: a build writes C(<prefix>/bin/torch-activate) (PATH, LD_LIBRARY_PATH, LUA_PATH, LUA_CPATH like
+    upstream's), part of an exported artifact too. The module writes nothing outside O(prefix), O(build_dir),
+    O(log_path) and O(export_artifact): RV(activation) is that script's text, which the role
+    P(rnn_bootstrap.char_rnn.torch7#role) writes to a login-shell profile script, and it links RV(th) on PATH
+    (with check mode and diff)."
   - "Progress: while building, C(<log_path>.progress.json) says which step of how many runs (the torch7 role
     reports it while the build runs in the background)."
   - "Toolchain: torch/distro needs CMake 3.x. CMake 4 removed compatibility with CMake < 3.5 and
@@ -50,7 +52,7 @@ description:
   - "Prebuilt artifacts: with O(artifact) the module installs a tarball of a prefix made by
     O(export_artifact) on a build host instead of building; O(src) is not used then. With O(artifact_key) it checks
     the key and the sha256 against the manifest first (the torch7 role's artifact store does this for a fleet).
-    The same record, verification and activation apply. Torch prefixes are not relocatable, so the artifact's recorded
+    The same record and verification apply. Torch prefixes are not relocatable, so the artifact's recorded
     prefix must equal O(prefix)."
   - "Check mode: computes the decision (up to date, or what would be built and why) and runs no build
     step; read-only probes (C(git rev-parse), C(cmake --version), C(th -e ...)) still run."
@@ -122,16 +124,6 @@ options:
     type: list
     elements: str
     default: [torch, nn, nngraph, optim, lfs]
-  profile_script:
-    description:
-      - Login-shell activation script to write. Empty string to write none.
-    type: path
-    default: /etc/profile.d/torch.sh
-  th_link:
-    description:
-      - Symlink to C(<prefix>/bin/th), for a C(th) on every PATH. Empty string for none.
-    type: path
-    default: /usr/local/bin/th
   force:
     description:
       - Rebuild even when the record matches.
@@ -172,6 +164,7 @@ options:
   artifact_manifest:
     description:
       - The manifest of O(artifact), with O(artifact_key). Default is C(<artifact without .tar.gz>.json).
+      - Requires O(artifact).
     type: path
 extends_documentation_fragment:
   - rnn_bootstrap.char_rnn.attributes
@@ -321,6 +314,12 @@ artifact:
     manifest: /var/cache/rnn_bootstrap/torch7/torch7-debian12-x86_64-luajit21-0219027e6c46-cpu-3f2a9c1b77d0.json
     name: torch7-debian12-x86_64-luajit21-0219027e6c46-cpu-3f2a9c1b77d0
     sha256: 9f2c0e5bfb1c4b1f0f5b0b7d1f0a7d77c2f0e0d2d1b4c3a2b1a0f9e8d7c6b5a4
+activation:
+  description:
+    - The activation script (what C(<prefix>/bin/torch-activate) holds) for the installed prefix, for a
+      login-shell profile script. In check mode before a build, from the record the build would replace.
+  returned: success
+  type: str
 ansible_facts:
   description: Facts for later tasks.
   returned: success
@@ -331,442 +330,87 @@ ansible_facts:
       type: dict
 """
 
-import contextlib
-import datetime
 import os
-import platform
-import time
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible_collections.rnn_bootstrap.char_rnn.plugins.module_utils import torch_artifact as ta
-from ansible_collections.rnn_bootstrap.char_rnn.plugins.module_utils import torch_build as tb
+from ansible_collections.rnn_bootstrap.char_rnn.plugins.module_utils import torch_artifact as artifact
+from ansible_collections.rnn_bootstrap.char_rnn.plugins.module_utils import torch_steps as steps
+from ansible_collections.rnn_bootstrap.char_rnn.plugins.module_utils.torch_catalog import (
+    DEFAULT_VERIFY_MODULES,
+    LUA_FLAVOURS,
+)
+from ansible_collections.rnn_bootstrap.char_rnn.plugins.module_utils.torch_probes import detect_blas, disk_full_message
+from ansible_collections.rnn_bootstrap.char_rnn.plugins.module_utils.torch_records import (
+    state_path,
+    th_path,
+    write_progress,
+)
+from ansible_collections.rnn_bootstrap.char_rnn.plugins.module_utils.torch_runner import Runner, TorchError
 
-
-def argument_spec():
-    return dict(
-        src=dict(type="path", default="/opt/torch"),
-        prefix=dict(type="path", default="/opt/torch/install"),
-        build_dir=dict(type="path"),
-        lua_flavour=dict(type="str", default="LUAJIT21", choices=list(tb.LUA_FLAVOURS)),
-        cuda=dict(type="bool", default=False),
-        extra_packages=dict(type="list", elements="str", default=[]),
-        cmake=dict(type="path", aliases=["cmake_executable"]),
-        jobs=dict(type="int"),
-        log_path=dict(type="path", default="/var/log/torch-build.log"),
-        require_blas=dict(type="bool", default=True),
-        verify_modules=dict(type="list", elements="str", default=list(tb.DEFAULT_VERIFY_MODULES)),
-        profile_script=dict(type="path", default="/etc/profile.d/torch.sh"),
-        th_link=dict(type="path", default="/usr/local/bin/th"),
-        force=dict(type="bool", default=False),
-        min_free_mb=dict(type="int", default=0),
-        artifact=dict(type="path"),
-        artifact_key=dict(type="dict", no_log=False),
-        artifact_manifest=dict(type="path"),
-        export_artifact=dict(type="path"),
-    )
-
-
-WARNINGS = []  # collected during one run, handed to AnsibleModule.warn()
-
-
-class Failure(Exception):
-    def __init__(self, msg, **extra):
-        super().__init__(msg)
-        self.msg = msg
-        self.extra = extra
-
-
-def health_reasons(runner, p, state):
-    """Why an install that matches its record is nevertheless broken (empty = healthy)."""
-    prefix = p["prefix"]
-    th = tb.th_path(prefix)
-    if not runner.is_executable(th):
-        return [f"install broken: {th} missing"]
-    if not tb.find_libth(prefix):
-        return [f"install broken: no libTH.so in {prefix}/lib"]
-    if p["require_blas"] and not state.get("blas_library"):
-        return ["recorded build has no BLAS and require_blas is true"]
-    ok, out, warning = tb.check_requires(runner, prefix, p["verify_modules"], state.get("lua_env"))
-    if warning:
-        WARNINGS.append(warning)
-    if not ok:
-        last = [line for line in out.strip().splitlines() if line.strip()][-1:] or ["no output"]
-        return ["install broken: th cannot require {} ({})".format(", ".join(p["verify_modules"]), last[0][:200])]
-    return []
-
-
-def verify(runner, p):
-    """BLAS check after a build/extract; returns (resolved BLAS library, the soname libTH asks for)."""
-    try:
-        blas, ldd_out = tb.detect_blas(runner, p["prefix"])
-    except tb.BuildError as exc:
-        raise Failure(exc.msg, failed_step=exc.step, log_tail=exc.output) from exc
-    if blas is None and p["require_blas"]:
-        raise Failure(
-            "libTH is not linked against any BLAS library (install libopenblas-dev and rebuild, "
-            "or set require_blas: false)",
-            failed_step="verify blas",
-            log_tail=ldd_out,
-        )
-    return blas, tb.parse_ldd_blas(ldd_out)[0]
-
-
-def verify_requires(runner, p, lua_env):
-    ok, out, warning = tb.check_requires(runner, p["prefix"], p["verify_modules"], lua_env)
-    if warning:
-        WARNINGS.append(warning)
-    if not ok:
-        raise Failure(
-            "th cannot require {}".format(", ".join(p["verify_modules"])),
-            failed_step="verify requires",
-            log_tail="\n".join(out.splitlines()[-tb.LOG_TAIL_LINES :]),
-        )
-
-
-def activate(p, state, check_mode):
-    """profile.d script + th symlink; returns changed."""
-    changed = False
-    prefix = p["prefix"]
-    if p["profile_script"]:
-        content = tb.profile_script_content(prefix, state.get("lua_env"))
-        changed |= tb.ensure_file(p["profile_script"], content, 0o644, check_mode)
-    if p["th_link"]:
-        changed |= tb.ensure_symlink(p["th_link"], tb.th_path(prefix), check_mode)
-    return changed
-
-
-def build_from_source(runner, p, check_mode, result):
-    """Decide, and build when needed. Returns the record of what is installed."""
-    src, prefix = p["src"], p["prefix"]
-    if not runner.exists(os.path.join(src, "exe", "luajit-rocks", "CMakeLists.txt")):
-        raise Failure(
-            f"{src} is not a torch/distro checkout with submodules (no exe/luajit-rocks/CMakeLists.txt); "
-            "clone it recursively",
-            failed_step="locate sources",
-        )
-    try:
-        commit = tb.source_commit(runner, src)
-        packages = tb.resolve_packages(list(tb.CHAR_RNN_PACKAGES) + list(p["extra_packages"]), p["cuda"])
-        for name in packages:
-            tb.find_rockspec(runner, src, name)  # every package's sources are checked out
-    except tb.BuildError as exc:
-        raise Failure(exc.msg, failed_step=exc.step, log_tail=exc.output) from exc
-    except ValueError as exc:
-        raise Failure(str(exc), failed_step="plan") from exc
-    desired = tb.desired_record(commit, p["lua_flavour"], prefix, packages, p["cuda"])
-    result.update(commit=commit, packages=packages)
-
-    state = tb.read_state(tb.state_path(prefix))
-    reasons = ["force: true"] if p["force"] else tb.compare_state(desired, state)
-    if not reasons:
-        reasons = health_reasons(runner, p, state)
-    if not reasons:
-        result["reason"] = "up to date: {} built at {}".format(commit[:12], state.get("built_at"))
-        return state, False
-
-    result["reason"] = "; ".join(reasons)
-    try:
-        cmake, version = tb.select_cmake(runner, p["cmake"])
-        if p["cuda"] and not tb.find_nvcc(runner):
-            raise tb.BuildError("toolchain", "cuda: true but no nvcc on PATH, /usr/local/cuda/bin or /opt/cuda/bin")
-    except tb.BuildError as exc:
-        raise Failure(exc.msg, failed_step=exc.step, log_tail=exc.output) from exc
-    result["cmake"] = {"path": cmake, "version": tb.fmt(version)}
-    # Before anything is removed or written: a build that fills the disk fails late and in a mess.
-    shortfalls = tb.space_shortfalls(src, p["build_dir"], prefix, p["min_free_mb"])
-    if shortfalls:
-        raise Failure("; ".join(shortfalls), failed_step="free space")
-    if check_mode:
-        return state or {}, True
-
-    jobs = p["jobs"] or runner.cpu_count()
-    build = tb.Build(runner, p, p["log_path"])
-    start = time.monotonic()
-    try:
-        lua_env = build.execute(cmake, jobs, packages)
-    except tb.BuildError as exc:
-        result["steps"] = build.steps
-        tail = exc.output or tb.log_tail(p["log_path"])
-        full = tb.disk_full_message(f"{exc.msg}\n{tail}", (prefix, p["build_dir"]), p["min_free_mb"])
-        raise Failure(
-            "Torch build failed at step '{}'{} (full log: {})".format(
-                exc.step, f": {full}" if full else "", p["log_path"]
-            ),
-            failed_step=exc.step,
-            rc=exc.rc,
-            log_tail=tail,
-        ) from exc
-    result["steps"] = build.steps
-    blas, blas_soname = verify(runner, p)
-    verify_requires(runner, p, lua_env)
-    seconds = round(time.monotonic() - start, 1)
-    result["build_seconds"] = seconds
-
-    record = dict(desired)
-    record.update(
-        schema=tb.STATE_SCHEMA,
-        managed_by=tb.MANAGED_BY,
-        source="build",
-        built_on=platform.node(),
-        blas_library=blas,
-        blas_soname=blas_soname,
-        build_seconds=seconds,
-        built_at=now_utc(),
-        cmake_version=tb.fmt(version),
-        jobs=jobs,
-        lua_env=lua_env,
-        options={"require_blas": p["require_blas"], "extra_packages": list(p["extra_packages"])},
-    )
-    tb.ensure_file(
-        os.path.join(prefix, "bin", "torch-activate"), tb.profile_script_content(prefix, lua_env), 0o755, False
-    )
-    tb.write_state(prefix, record)
-    return record, True
-
-
-def manifest_path(p):
-    """The manifest beside a tarball: ``x.tar.gz`` -> ``x.json``."""
-    if p.get("artifact_manifest"):
-        return p["artifact_manifest"]
-    base = p["artifact"]
-    for suffix in (".tar.gz", ".tgz"):
-        if base.endswith(suffix):
-            base = base[: -len(suffix)]
-            break
-    return base + ".json"
-
-
-def check_artifact(p):
-    """sha256 and key of the artifact against the manifest and this host; returns the manifest.
-
-    Nothing is extracted before both agree: a corrupt or mismatched artifact is never installed."""
-    path = manifest_path(p)
-    try:
-        manifest = ta.read_manifest(path)
-    except ValueError as exc:
-        raise Failure(str(exc), failed_step="read artifact") from exc
-    host_key = p["artifact_key"]
-    differences = ta.key_differences(host_key, manifest["key"])
-    if differences:
-        raise Failure(
-            "artifact {} does not fit this host: {} differ. This host's key: {}. The artifact's key: {}. "
-            "Build one on a host like this one (or let torch7_artifact_store hold one per key).".format(
-                manifest.get("name"),
-                ", ".join(differences),
-                ta.describe_key(host_key),
-                ta.describe_key(manifest["key"]),
-            ),
-            failed_step="check artifact key",
-            host_key=host_key,
-            artifact_key=manifest["key"],
-        )
-    try:
-        actual = ta.sha256_file(p["artifact"])
-    except OSError as exc:
-        raise Failure(f"cannot read artifact {p['artifact']}: {exc}", failed_step="check artifact checksum") from exc
-    if actual != manifest["sha256"]:
-        raise Failure(
-            "artifact {} is corrupt: sha256 {} but its manifest {} says {}; not installed".format(
-                p["artifact"], actual, path, manifest["sha256"]
-            ),
-            failed_step="check artifact checksum",
-        )
-    return manifest
-
-
-def artifact_up_to_date(runner, p, state):
-    """Reasons to (re)install, for an install that records the artifact key it came from."""
-    wanted = ta.key_id(p["artifact_key"])
-    if state is None:
-        return ["no build record"]
-    if not state or state.get("incomplete"):
-        return ["build record unreadable or unfinished"]
-    if state.get("artifact_key_id") != wanted:
-        return ["installed key {} is not this host's key {}".format(state.get("artifact_key_id"), wanted)]
-    return health_reasons(runner, p, state)
-
-
-def install_artifact(runner, p, check_mode, result):
-    """The prebuilt path: same record, verification and activation, no compiler."""
-    prefix = p["prefix"]
-    state = tb.read_state(tb.state_path(prefix))
-    keyed = bool(p.get("artifact_key"))
-    if keyed:
-        reasons = ["force: true"] if p["force"] else artifact_up_to_date(runner, p, state)
-        if not reasons:
-            result["reason"] = "up to date: artifact key {} installed".format(state.get("artifact_key_id"))
-            result.update(commit=state.get("commit"), packages=state.get("packages"))
-            return state, False
-        if check_mode and not os.path.exists(p["artifact"]):
-            result["reason"] = "; ".join(reasons) + "; would install {}".format(p["artifact"])
-            return state or {}, True
-        manifest = check_artifact(p)
-    try:
-        wanted = tb.artifact_state(p["artifact"])
-    except tb.BuildError as exc:
-        raise Failure(exc.msg, failed_step=exc.step) from exc
-    if wanted.get("prefix") != prefix:
-        raise Failure(
-            "artifact {} was built for prefix {}, not {} (Torch prefixes are not relocatable)".format(
-                p["artifact"], wanted.get("prefix"), prefix
-            ),
-            failed_step="read artifact",
-        )
-    result.update(commit=wanted.get("commit"), packages=wanted.get("packages"))
-    if wanted.get("lua_flavour") != p["lua_flavour"]:
-        raise Failure(
-            "artifact has lua_flavour {}, not {}".format(wanted.get("lua_flavour"), p["lua_flavour"]),
-            failed_step="read artifact",
-        )
-    if not keyed:
-        reasons = ["force: true"] if p["force"] else tb.compare_state(wanted, state)
-        if not reasons:
-            reasons = health_reasons(runner, p, state)
-        if not reasons:
-            result["reason"] = "up to date: artifact {} already installed".format(str(wanted.get("commit"))[:12])
-            return state, False
-    result["reason"] = "; ".join(reasons)
-    if check_mode:
-        return state or {}, True
-    start = time.monotonic()
-
-    def verify_extracted():
-        verify(runner, p)
-        verify_requires(runner, p, wanted.get("lua_env"))
-
-    try:
-        tb.replace_prefix_from_artifact(p["artifact"], prefix, verify_extracted)
-    except tb.BuildError as exc:
-        raise Failure(exc.msg, failed_step=exc.step, log_tail=exc.output) from exc
-    record = tb.read_state(tb.state_path(prefix)) or dict(wanted)
-    if keyed:
-        record.update(
-            source="artifact",
-            artifact_name=manifest.get("name"),
-            artifact_sha256=manifest.get("sha256"),
-            artifact_key_id=ta.key_id(p["artifact_key"]),
-            built_on=manifest.get("built_on"),
-            installed_at=now_utc(),
-        )
-        tb.write_state(prefix, record)
-    result["build_seconds"] = round(time.monotonic() - start, 1)
-    return record, True
-
-
-def export(p, state, built, check_mode, result):
-    """Write the prefix tarball (and, with a key, its manifest); returns changed."""
-    path = p["export_artifact"]
-    key = p.get("artifact_key")
-    if key:
-        check_key_matches_build(key, state)
-        manifest_file = manifest_path(dict(p, artifact=path, artifact_manifest=None))
-        current = None
-        with contextlib.suppress(ValueError):
-            current = ta.read_manifest(manifest_file)
-        fresh = (
-            not built
-            and current is not None
-            and current.get("key_id") == ta.key_id(key)
-            and os.path.exists(path)
-            and state.get("artifact_key_id") == ta.key_id(key)
-        )
-        if fresh:
-            result["artifact"] = {"path": path, "manifest": manifest_file, "name": current["name"],
-                                  "sha256": current["sha256"]}  # fmt: skip
-            return False
-        if check_mode:
-            return True
-        if state.get("artifact_key_id") != ta.key_id(key):
-            state["artifact_key_id"] = ta.key_id(key)  # recorded in the tarball too: installs inherit it
-            tb.write_state(p["prefix"], state)
-        tb.create_artifact(p["prefix"], path)
-        manifest = ta.make_manifest(key, path, state, platform.node(), now_utc())
-        ta.write_json(manifest_file, manifest)
-        result["artifact"] = {"path": path, "manifest": manifest_file, "name": manifest["name"],
-                              "sha256": manifest["sha256"]}  # fmt: skip
-        return True
-    if not built and os.path.exists(path):
-        return False
-    if not check_mode:
-        tb.create_artifact(p["prefix"], path)
-    return True
-
-
-def check_key_matches_build(key, state):
-    """The key a build is exported under must describe that build, or hosts would trust a lie."""
-    found = {
-        "commit": state.get("commit"),
-        "prefix": state.get("prefix"),
-        "lua_flavour": state.get("lua_flavour"),
-        "packages": state.get("packages"),
-        "cuda": bool(state.get("cuda")),
-    }
-    wrong = [name for name, value in found.items() if key.get(name) != value]
-    blas_soname = str(key.get("blas") or "").split(":", maxsplit=1)[0]
-    linked = os.path.basename(state.get("blas_soname") or "")
-    if linked and blas_soname != linked:
-        wrong.append(f"blas ({linked} linked, key says {blas_soname})")
-    if wrong:
-        raise Failure(
-            "artifact key does not describe the build in {}: {} differ".format(state.get("prefix"), ", ".join(wrong)),
-            failed_step="export artifact",
-        )
-
-
-def now_utc():
-    return datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+ARGUMENT_SPEC = dict(
+    src=dict(type="path", default="/opt/torch"),
+    prefix=dict(type="path", default="/opt/torch/install"),
+    build_dir=dict(type="path"),
+    lua_flavour=dict(type="str", default="LUAJIT21", choices=list(LUA_FLAVOURS)),
+    cuda=dict(type="bool", default=False),
+    extra_packages=dict(type="list", elements="str", default=[]),
+    cmake=dict(type="path", aliases=["cmake_executable"]),
+    jobs=dict(type="int"),
+    log_path=dict(type="path", default="/var/log/torch-build.log"),
+    require_blas=dict(type="bool", default=True),
+    verify_modules=dict(type="list", elements="str", default=list(DEFAULT_VERIFY_MODULES)),
+    force=dict(type="bool", default=False),
+    min_free_mb=dict(type="int", default=0),
+    artifact=dict(type="path"),
+    artifact_key=dict(type="dict", no_log=False),
+    artifact_manifest=dict(type="path"),
+    export_artifact=dict(type="path"),
+)
+REQUIRED_BY = {"artifact_manifest": "artifact"}
 
 
 def run(params, check_mode, runner):
-    """The whole module, without AnsibleModule: returns (ok, result dict)."""
-    del WARNINGS[:]
+    """The whole module, without AnsibleModule: returns (ok, result, warnings)."""
+    warnings = []
     p = dict(params)
     p["build_dir"] = p.get("build_dir") or os.path.join(p["src"], "build")
     result = {
         "changed": False,
         "built": False,
         "prefix": p["prefix"],
-        "th": tb.th_path(p["prefix"]),
+        "th": th_path(p["prefix"]),
         "lua_flavour": p["lua_flavour"],
         "log_path": p["log_path"],
-        "state_path": tb.state_path(p["prefix"]),
+        "state_path": state_path(p["prefix"]),
         "build_seconds": 0.0,
         "reason": "",
     }
     try:
         if p.get("artifact"):
-            state, built = install_artifact(runner, p, check_mode, result)
+            state, built = artifact.install_artifact(runner, p, check_mode, result, warnings)
         else:
-            state, built = build_from_source(runner, p, check_mode, result)
-        activated = False
-        if not (check_mode and built):
-            activated = activate(p, state, check_mode)
-        else:
-            # After the (skipped) build the activation would be rewritten from the new record.
-            activated = bool(p["profile_script"] or p["th_link"])
+            state, built = steps.build_from_source(runner, p, check_mode, result, warnings)
         exported = False
-        if p.get("export_artifact") and not (check_mode and built):
-            exported = export(p, state, built, check_mode, result)
-        elif p.get("export_artifact"):
-            exported = True
-    except Failure as exc:
+        if p.get("export_artifact"):
+            # After a build that check mode skipped, the export would follow.
+            exported = (check_mode and built) or artifact.export(p, state, built, check_mode, result)
+    except TorchError as exc:
         result.update(exc.extra)
-        result["msg"] = exc.msg
-        result.setdefault("log_tail", "")
-        return False, result
-    except tb.BuildError as exc:
-        result.update(msg=exc.msg, failed_step=exc.step, log_tail=exc.output)
-        return False, result
+        result.update(msg=exc.msg, failed_step=exc.step, log_tail=exc.output or "")
+        if exc.rc is not None:
+            result["rc"] = exc.rc
+        return False, result, warnings
     except OSError as exc:
-        full = tb.disk_full_message(str(exc), (p["prefix"], p["build_dir"]), p["min_free_mb"])
-        result.update(msg=full or f"{type(exc).__name__}: {exc}", failed_step=result.get("failed_step", "filesystem"))
-        result.setdefault("log_tail", "")
-        return False, result
+        full = disk_full_message(str(exc), (p["prefix"], p["build_dir"]), p["min_free_mb"])
+        result.update(msg=full or f"{type(exc).__name__}: {exc}", failed_step="filesystem", log_tail="")
+        return False, result, warnings
     result["built"] = built
-    result["changed"] = bool(built or activated or exported)
+    result["changed"] = bool(built or exported)
+    # The torch7 role writes it to its profile script (for a check-mode build: from the record before it).
+    result["activation"] = steps.activation_script(p["prefix"], (state or {}).get("lua_env"))
     if built and check_mode:
         result["blas_library"] = None
-        return True, result
+        return True, result, warnings
     result["state"] = state
     result["commit"] = state.get("commit", result.get("commit"))
     result["packages"] = state.get("packages", result.get("packages"))
@@ -775,8 +419,8 @@ def run(params, check_mode, runner):
         # Resolved now, not at build time: Debian's alternatives can switch libopenblas.so.0
         # between the pthread and the OpenMP build without a rebuild.
         try:
-            live, _out = tb.detect_blas(runner, p["prefix"])
-        except tb.BuildError:
+            live, _out = detect_blas(runner, p["prefix"])
+        except TorchError:
             live = None
         result["blas_library"] = live or result["blas_library"]
     result["ansible_facts"] = {
@@ -791,20 +435,21 @@ def run(params, check_mode, runner):
     }
     if not built and not check_mode:
         result["msg"] = result["reason"]
-    return True, result
+    return True, result, warnings
 
 
 def main():
-    module = AnsibleModule(argument_spec=argument_spec(), supports_check_mode=True)
+    module = AnsibleModule(argument_spec=ARGUMENT_SPEC, required_by=REQUIRED_BY, supports_check_mode=True)
+    runner = Runner(module)
     follow = not module.check_mode  # a play may follow the build through the progress file
     if follow:
-        tb.write_progress(module.params["log_path"], 0, 0, "deciding")
+        write_progress(module.params["log_path"], 0, 0, "deciding")
     try:
-        ok, result = run(module.params, module.check_mode, tb.Runner())
+        ok, result, warnings = run(module.params, module.check_mode, runner)
     finally:
         if follow:
-            tb.write_progress(module.params["log_path"], 1, 1, "finished", finished=True)
-    for warning in WARNINGS:
+            write_progress(module.params["log_path"], 1, 1, "finished", finished=True)
+    for warning in warnings:
         module.warn(warning)
     if ok:
         module.exit_json(**result)

@@ -190,7 +190,11 @@ def main() -> int:
         shutil.copytree(bundle / "torch7-artifacts", store)  # the fleet's store, from the bundle only
         second = step(f"{hosts[1]}: site.yml from the bundle only", provision, hosts[1])
         tasks = {t["task"]["name"]: t["hosts"].get(hosts[1], {}) for p in second["plays"] for t in p["tasks"]}
-        cloned = [n for n, r in tasks.items() if "Clone torch/distro at the pinned commit" in n and r.get("changed")]
+        cloned = [
+            n
+            for n, r in tasks.items()
+            if "at the pinned commit, with submodules - torch/distro" in n and r.get("changed")
+        ]
         installed = [n for n, r in tasks.items() if "Install the artifact" in n and r.get("changed")]
         assert not cloned and installed, (cloned, installed)
         print(f"{hosts[1]}: th: {sh(hosts[1], checks['th']).stdout.strip()}; built Torch7: no (installed the artifact)")

@@ -175,7 +175,6 @@ SYSTEM_DEPS = files(
     "system_deps/preflight.yml",
     "system_deps/setup-apt.yml",
     "system_deps/openblas-source.yml",
-    "system_deps/blas-facts.yml",
 )
 TORCH7_COMMON = files(
     "torch7/main.yml", "torch7/preflight.yml", "torch7/artifact-plan.yml", "torch7/artifact-lookup-dir.yml"
@@ -188,26 +187,28 @@ TORCH7_BUILD = files(
     "torch7/artifact-publish-dir.yml",
 )
 TORCH7_INSTALL = files("torch7/artifact-install.yml", "torch7/artifact-transfer.yml", "torch7/artifact-download-s3.yml")
+# torch7's build and char_rnn's install clone through git_mirrors' clone entry point (include_role).
+CLONE = files("git_mirrors/clone.yml")
 
 
 SITE_CASES = [
     (["--tags", "system_deps"], ALWAYS | SYSTEM_DEPS),
-    (["--tags", "git_mirrors"], ALWAYS | files("git_mirrors")),
+    (["--tags", "git_mirrors"], ALWAYS | files("git_mirrors/main.yml")),
     (["--tags", "luarocks"], ALWAYS | files("luarocks")),
     # torch7's build brings the toolchain through include_role system_deps: inside the phase.
-    (["--tags", "torch7"], ALWAYS | files("torch7") | SYSTEM_DEPS),
-    (["--tags", "torch7:build"], ALWAYS | TORCH7_COMMON | TORCH7_BUILD | SYSTEM_DEPS),
+    (["--tags", "torch7"], ALWAYS | files("torch7") | SYSTEM_DEPS | CLONE),
+    (["--tags", "torch7:build"], ALWAYS | TORCH7_COMMON | TORCH7_BUILD | SYSTEM_DEPS | CLONE),
     (["--tags", "torch7:install"], ALWAYS | TORCH7_COMMON | TORCH7_INSTALL),
-    (["--tags", "char_rnn"], ALWAYS | files("char_rnn")),
+    (["--tags", "char_rnn"], ALWAYS | files("char_rnn") | CLONE),
     (
         ["--tags", "char_rnn:install"],
-        ALWAYS | files("char_rnn/main.yml", "char_rnn/preflight.yml", "char_rnn/install.yml"),
+        ALWAYS | files("char_rnn/main.yml", "char_rnn/preflight.yml", "char_rnn/install.yml") | CLONE,
     ),
     (
         ["--tags", "char_rnn:corpus"],
         ALWAYS | files("char_rnn/main.yml", "char_rnn/preflight.yml", "char_rnn/corpus.yml"),
     ),
-    (["--tags", "torch7,char_rnn"], ALWAYS | files("torch7", "char_rnn") | SYSTEM_DEPS),
+    (["--tags", "torch7,char_rnn"], ALWAYS | files("torch7", "char_rnn") | SYSTEM_DEPS | CLONE),
     (
         ["--skip-tags", "torch7,python_bootstrap"],
         {"site.yml/pre_tasks"} | SYSTEM_DEPS | files("git_mirrors", "luarocks", "char_rnn"),

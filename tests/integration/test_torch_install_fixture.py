@@ -90,8 +90,6 @@ def run_module(tmp, src, check=False, **args):
         "src": str(src),
         "prefix": str(tmp / "install"),
         "log_path": str(tmp / "log" / "torch-build.log"),
-        "profile_script": str(tmp / "profile.d" / "torch.sh"),
-        "th_link": str(tmp / "bin" / "th"),
     }
     module_args.update(args)
     env = dict(
@@ -134,7 +132,7 @@ def test_fixture_check_mode_builds_nothing(checkout, tmp_path):
     assert res["reason"] == "no build record"
     assert res["commit"] == shas["torch/distro"]
     assert not (tmp_path / "install").exists()
-    assert not (tmp_path / "profile.d").exists()
+    assert "export PATH=" in res["activation"]
 
 
 def test_fixture_build_is_idempotent_and_links_openblas(checkout, tmp_path):
@@ -149,9 +147,8 @@ def test_fixture_build_is_idempotent_and_links_openblas(checkout, tmp_path):
     prefix = tmp_path / "install"
     libth = prefix / "lib" / "libTH.so"
     assert "libopenblas" in subprocess.run(["ldd", str(libth)], capture_output=True, text=True, check=False).stdout
-    # th from the symlink, as a login shell would find it
     out = subprocess.run(
-        [str(tmp_path / "bin" / "th"), "-e", "require 'nngraph'; require 'optim'; print(torch.dot({1,2,3},{4,5,6}))"],
+        [str(prefix / "bin" / "th"), "-e", "require 'nngraph'; require 'optim'; print(torch.dot({1,2,3},{4,5,6}))"],
         capture_output=True,
         text=True,
         stdin=subprocess.DEVNULL,
@@ -159,9 +156,13 @@ def test_fixture_build_is_idempotent_and_links_openblas(checkout, tmp_path):
         check=False,
     )
     assert out.stdout.strip().endswith("32"), out
-    # activation: profile.d script sourced by sh puts th on PATH; no rc file touched
+    # activation: torch-activate (the torch7 role's profile script holds the same text) sourced by sh
+    # puts th on PATH; no rc file touched, nothing written outside the prefix, the build tree and the log
+    activate = prefix / "bin" / "torch-activate"
+    assert activate.read_text() == res["activation"]
+    assert sorted(os.listdir(tmp_path)) == ["home", "install", "log"]
     shell = subprocess.run(
-        ["sh", "-c", ". %s && command -v th && echo $LD_LIBRARY_PATH" % (tmp_path / "profile.d" / "torch.sh")],
+        ["sh", "-c", f". {activate} && command -v th && echo $LD_LIBRARY_PATH"],
         capture_output=True,
         text=True,
         env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path / "home")},

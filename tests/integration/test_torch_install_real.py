@@ -57,7 +57,7 @@ def test_real_torch_distro_builds_and_is_idempotent(tmp_path):
         [
             "sh",
             "-c",
-            f". {tmp_path / 'profile.d' / 'torch.sh'} && th -e \"require 'torch'; require 'nn'; "
+            f". {prefix / 'bin' / 'torch-activate'} && th -e \"require 'torch'; require 'nn'; "
             "require 'nngraph'; require 'optim'; require 'lfs'; "
             "print('MM', torch.mm(torch.ones(2,3), torch.ones(3,2))[1][1])\"",
         ],

@@ -7,7 +7,8 @@ import json
 
 import pytest
 from ansible_collections.rnn_bootstrap.char_rnn.plugins.module_utils import torch_artifact as ta
-from ansible_collections.rnn_bootstrap.char_rnn.plugins.module_utils import torch_build as tb
+from ansible_collections.rnn_bootstrap.char_rnn.plugins.module_utils.torch_records import STATE_FILE
+from ansible_collections.rnn_bootstrap.char_rnn.plugins.module_utils.torch_runner import Runner, TorchError
 from ansible_collections.rnn_bootstrap.char_rnn.plugins.modules import torch_artifact_key as mod
 
 SHA = "0219027e6c4644a0ba5c5bf137c989a0a8c9e01b"
@@ -21,7 +22,7 @@ LDD_OPENMP = "\tlibgomp.so.1 => /lib/x86_64-linux-gnu/libgomp.so.1 (0x1)\n\tlibc
 LDD_PTHREAD = "\tlibgfortran.so.5 => /lib/x86_64-linux-gnu/libgfortran.so.5 (0x1)\n\tlibc.so.6 => /lib/libc.so.6\n"
 
 
-class FakeRunner(tb.Runner):
+class FakeRunner(Runner):
     def __init__(self, ldconfig=LDCONFIG, ldd=LDD_OPENMP, nvcc=None):
         self.ldconfig, self.ldd, self.nvcc = ldconfig, ldd, nvcc
 
@@ -102,7 +103,7 @@ def test_manifest_records_checksum_and_reads_back(tmp_path, artifact_key):
 @pytest.mark.parametrize("content", ["", "{}", '{"key": {}}', "[1]"])
 def test_a_file_that_is_not_a_manifest_is_refused(tmp_path, content):
     (tmp_path / "m.json").write_text(content)
-    with pytest.raises(ValueError, match=r"m\.json"):
+    with pytest.raises(TorchError, match=r"m\.json"):
         ta.read_manifest(str(tmp_path / "m.json"))
 
 
@@ -123,7 +124,7 @@ def test_module_computes_key_name_and_installed_key(tmp_path):
     assert res["key"]["blas"] == "libopenblas.so.0:openmp" and res["installed_key_id"] is None
     assert res["name"] == ta.artifact_name(res["key"]) and not res["changed"]
     (tmp_path / "install").mkdir()
-    (tmp_path / "install" / tb.STATE_FILE).write_text(json.dumps({"artifact_key_id": res["key_id"]}))
+    (tmp_path / "install" / STATE_FILE).write_text(json.dumps({"artifact_key_id": res["key_id"]}))
     assert mod.compute(params(tmp_path), FakeRunner())[1]["installed_key_id"] == res["key_id"]
 
 

@@ -13,9 +13,16 @@ import tarfile
 import time
 
 import pytest
+from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.common.arg_spec import ArgumentSpecValidator
+from ansible.module_utils.testing import patch_module_args
+from ansible_collections.rnn_bootstrap.char_rnn.plugins.module_utils import blas
 from ansible_collections.rnn_bootstrap.char_rnn.plugins.module_utils import torch_artifact as ta
-from ansible_collections.rnn_bootstrap.char_rnn.plugins.module_utils import torch_build as tb
+from ansible_collections.rnn_bootstrap.char_rnn.plugins.module_utils import torch_catalog as catalog
+from ansible_collections.rnn_bootstrap.char_rnn.plugins.module_utils import torch_probes as probes
+from ansible_collections.rnn_bootstrap.char_rnn.plugins.module_utils import torch_steps as steps
+from ansible_collections.rnn_bootstrap.char_rnn.plugins.module_utils.torch_records import STATE_FILE
+from ansible_collections.rnn_bootstrap.char_rnn.plugins.module_utils.torch_runner import Runner, TorchError
 from ansible_collections.rnn_bootstrap.char_rnn.plugins.modules import torch_install as mod
 
 SHA_A = "0219027e6c4644a0ba5c5bf137c989a0a8c9e01b"
@@ -49,7 +56,7 @@ LDD_NO_BLAS = """\
 """
 
 
-class FakeRunner(tb.Runner):
+class FakeRunner(Runner):
     """Records commands; build steps 'install' files into the prefix like the real ones."""
 
     def __init__(self, prefix, commit=SHA_A, cmake_version="3.25.1", ldd=LDD_OPENBLAS, nvcc=None, cpus=4):
@@ -66,13 +73,14 @@ class FakeRunner(tb.Runner):
         self.calls = []
 
     # build steps
-    def run(self, argv, cwd, env, log):
+    def run(self, argv, cwd, env, log_path):
         self.calls.append(("run", list(argv), cwd, env))
         line = " ".join(argv)
-        log.write((f"fake output of {line}\n").encode())
-        if self.fail_on and self.fail_on in line:
-            log.write(b"error: the compiler said no\n")
-            return 2
+        with open(log_path, "a") as log:
+            log.write(f"fake output of {line}\n")
+            if self.fail_on and self.fail_on in line:
+                log.write("error: the compiler said no\n")
+                return 2
         if any(arg.startswith("-DWITH_") for arg in argv):
             self.require_ok = self.require_ok_after_build
         if argv[-2:] == ["--target", "install"] and cwd.endswith("build"):
@@ -106,7 +114,7 @@ class FakeRunner(tb.Runner):
             return 0, self.ldd
         if argv[1:2] == ["-e"]:
             if self.require_ok:
-                return self.th_exit_rc, tb.REQUIRE_MARKER + "\n"
+                return self.th_exit_rc, probes.REQUIRE_MARKER + "\n"
             return 0, "...module 'nngraph' not found:\n\tno field package.preload['nngraph']\n"
         if argv[-1] == "path":
             lua = f"{self.prefix}/share/lua/5.1/?.lua;;"
@@ -118,7 +126,7 @@ class FakeRunner(tb.Runner):
         return {"cmake": "/usr/bin/cmake", "nvcc": self.nvcc}.get(name)
 
     def is_executable(self, path):
-        if path in tb.NVCC_CANDIDATES:
+        if path in probes.NVCC_CANDIDATES:
             return False
         return super().is_executable(path)
 
@@ -138,7 +146,7 @@ def make_src(root, cuda_cmake=False):
     src = root / "distro"
     (src / "exe" / "luajit-rocks").mkdir(parents=True)
     (src / "exe" / "luajit-rocks" / "CMakeLists.txt").write_text("# fake\n")
-    for _name, subdir, rockspec, _deps, _cuda in tb.CATALOG:
+    for _name, subdir, rockspec, _deps, _cuda in catalog.CATALOG:
         path = src / subdir / rockspec
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text("-- fake\n")
@@ -148,13 +156,11 @@ def make_src(root, cuda_cmake=False):
 
 
 def params(tmp_path, src, **over):
-    p = ArgumentSpecValidator(mod.argument_spec()).validate({}).validated_parameters
+    p = ArgumentSpecValidator(mod.ARGUMENT_SPEC, required_by=mod.REQUIRED_BY).validate({}).validated_parameters
     p.update(
         src=str(src),
         prefix=str(tmp_path / "install"),
         log_path=str(tmp_path / "log" / "torch-build.log"),
-        profile_script=str(tmp_path / "profile.d" / "torch.sh"),
-        th_link=str(tmp_path / "bin" / "th"),
     )
     p.update(over)
     return p
@@ -172,62 +178,37 @@ def env(tmp_path, monkeypatch):
 # --------------------------------------------------------------------------- arguments
 
 
-@pytest.mark.parametrize(
-    ("given", "key", "expected"),
-    [
-        ({}, "prefix", "/opt/torch/install"),
-        ({}, "src", "/opt/torch"),
-        ({}, "lua_flavour", "LUAJIT21"),
-        ({}, "cuda", False),
-        ({}, "require_blas", True),
-        ({}, "log_path", "/var/log/torch-build.log"),
-        ({}, "profile_script", "/etc/profile.d/torch.sh"),
-        ({}, "th_link", "/usr/local/bin/th"),
-        ({}, "verify_modules", ["torch", "nn", "nngraph", "optim", "lfs"]),
-        ({"lua_flavour": "LUA51"}, "lua_flavour", "LUA51"),
-        ({"cmake_executable": "/opt/cmake3/bin/cmake"}, "cmake", "/opt/cmake3/bin/cmake"),
-        ({"jobs": "3"}, "jobs", 3),
-        ({"cuda": "yes"}, "cuda", True),
-    ],
-)
-def test_arguments(given, key, expected):
-    result = ArgumentSpecValidator(mod.argument_spec()).validate(given)
+def test_arguments(case):
+    result = ArgumentSpecValidator(mod.ARGUMENT_SPEC, required_by=mod.REQUIRED_BY).validate(case["given"])
     assert not result.error_messages
-    assert result.validated_parameters[key] == expected
+    assert result.validated_parameters[case["key"]] == case["expected"]
 
 
-@pytest.mark.parametrize("given", [{"lua_flavour": "LUA53"}, {"jobs": "many"}, {"bogus": 1}])
-def test_arguments_rejected(given):
-    assert ArgumentSpecValidator(mod.argument_spec()).validate(given).error_messages
+def test_arguments_rejected(case):
+    assert ArgumentSpecValidator(mod.ARGUMENT_SPEC, required_by=mod.REQUIRED_BY).validate(case["given"]).error_messages
 
 
 # --------------------------------------------------------------------------- planning
 
 
-@pytest.mark.parametrize(
-    ("wanted", "cuda", "expected"),
-    [
-        (tb.CHAR_RNN_PACKAGES, False, CHAR_RNN_SET),
-        (tb.CHAR_RNN_PACKAGES, True, [*CHAR_RNN_SET, "cutorch", "cunn"]),
-        (["torch"], False, ["cwrap", "paths", "torch"]),
-        (["image"], False, ["luaffi", "sundown", "cwrap", "paths", "torch", "dok", "sys", "xlua", "image"]),
-        (["cudnn"], True, ["luaffi", "cwrap", "paths", "torch", "moses", "nn", "cutorch", "cunn", "cudnn"]),
-        (["optim"], False, ["luaffi", "cwrap", "paths", "torch", "sys", "xlua", "optim"]),
-    ],
-)
-def test_resolve_packages(wanted, cuda, expected):
-    assert tb.resolve_packages(wanted, cuda) == expected
+def test_resolve_packages(case):
+    assert catalog.resolve_packages(case["wanted"], case["cuda"]) == case["expected"]
 
 
-@pytest.mark.parametrize(("wanted", "cuda"), [(["cudnn"], False), (["qtlua"], False), (["nope"], True)])
-def test_resolve_packages_rejects(wanted, cuda):
-    with pytest.raises(ValueError):
-        tb.resolve_packages(wanted, cuda)
+def test_char_rnn_set_is_what_char_rnn_needs():
+    assert catalog.packages_for([], False) == CHAR_RNN_SET
+    assert set(catalog.CHAR_RNN_PACKAGES) <= set(CHAR_RNN_SET)
+
+
+def test_resolve_packages_rejects(case):
+    with pytest.raises(TorchError) as caught:
+        catalog.resolve_packages(case["wanted"], case["cuda"])
+    assert caught.value.step == "plan"
 
 
 def test_catalog_is_in_dependency_order():
     seen = set()
-    for name, _subdir, _rockspec, deps, _cuda in tb.CATALOG:
+    for name, _subdir, _rockspec, deps, _cuda in catalog.CATALOG:
         assert set(deps) <= seen, name
         seen.add(name)
 
@@ -237,7 +218,7 @@ def test_catalog_is_in_dependency_order():
 
 def test_fresh_build_runs_steps_in_order_and_records(env):
     tmp_path, src, runner = env
-    ok, res = mod.run(params(tmp_path, src), False, runner)
+    ok, res, _warnings = mod.run(params(tmp_path, src), False, runner)
     assert ok, res
     assert res["changed"] and res["built"]
     assert res["reason"] == "no build record"
@@ -250,7 +231,7 @@ def test_fresh_build_runs_steps_in_order_and_records(env):
     assert lines[1] == "/usr/bin/cmake --build . -- -j4"
     assert lines[2] == "/usr/bin/cmake --build . --target install"
     rocks = [call[1][2] for call in runner.steps()[3:]]
-    assert rocks == [dict((e[0], e[2]) for e in tb.CATALOG)[name] for name in CHAR_RNN_SET]
+    assert rocks == [dict((e[0], e[2]) for e in catalog.CATALOG)[name] for name in CHAR_RNN_SET]
     assert all(call[1][0] == str(tmp_path / "install" / "bin" / "luarocks") for call in runner.steps()[3:])
     # packages are built from copies, the checkout stays clean
     assert runner.steps()[3][2] == str(src / "build" / "pkgs" / "extra" / "luafilesystem")
@@ -261,7 +242,7 @@ def test_fresh_build_runs_steps_in_order_and_records(env):
     assert step_env["LUA_PATH"].startswith(str(tmp_path / "install"))
     assert step_env["PATH"].split(os.pathsep)[0] == str(src / "build" / ".toolchain")
     # record
-    state = json.loads((tmp_path / "install" / tb.STATE_FILE).read_text())
+    state = json.loads((tmp_path / "install" / STATE_FILE).read_text())
     assert state["commit"] == SHA_A and state["lua_flavour"] == "LUAJIT21" and state["cuda"] is False
     assert state["blas_library"] == os.path.realpath("/lib/x86_64-linux-gnu/libopenblas.so.0")
     assert res["ansible_facts"]["torch_install"]["th"] == str(tmp_path / "install" / "bin" / "th")
@@ -278,17 +259,25 @@ def test_build_path_drops_conda_like_install_sh(env, monkeypatch):
     assert "/opt/anaconda3/bin" not in path and path[-2:] == ["/usr/bin", "/bin"]
 
 
-def test_activation_files_and_no_rc_edits(env):
+def test_activation_is_built_and_returned_and_no_rc_edits(env):
+    """torch-activate is part of the build; its text is returned for the role's profile script; nothing
+    is written outside the prefix, the build tree and the log (the role writes the profile script and th link)."""
     tmp_path, src, runner = env
-    ok, _res = mod.run(params(tmp_path, src), False, runner)
+    before = set(os.listdir(tmp_path))
+    ok, res, _warnings = mod.run(params(tmp_path, src), False, runner)
     assert ok
-    script = (tmp_path / "profile.d" / "torch.sh").read_text()
     prefix = str(tmp_path / "install")
-    assert f'export PATH="{prefix}/bin${{PATH:+:$PATH}}"' in script
-    assert "LD_LIBRARY_PATH" in script and "LUA_PATH" in script
-    assert os.readlink(tmp_path / "bin" / "th") == prefix + "/bin/th"
-    assert (tmp_path / "install" / "bin" / "torch-activate").exists()
+    activate = tmp_path / "install" / "bin" / "torch-activate"
+    assert activate.read_text() == res["activation"]
+    assert activate.stat().st_mode & 0o7777 == 0o755
+    assert f'export PATH="{prefix}/bin${{PATH:+:$PATH}}"' in res["activation"]
+    assert "LD_LIBRARY_PATH" in res["activation"] and "LUA_PATH" in res["activation"]
+    assert res["activation"].startswith("# Managed by rnn_bootstrap.char_rnn.torch_install: Torch7 in ")
+    assert set(os.listdir(tmp_path)) - before == {"install", "log"}
     assert os.listdir(tmp_path / "home") == []  # no .bashrc / .profile written
+    # up to date: the same text, from the record
+    ok, again, _warnings = mod.run(params(tmp_path, src), False, runner)
+    assert ok and not again["changed"] and again["activation"] == res["activation"]
 
 
 @pytest.fixture
@@ -310,19 +299,46 @@ def stdin_that_blocks():
 PROMPT = ["timeout", "{}", "sh", "-c", 'if read -r answer; then echo "answer: $answer"; else echo "no answer"; fi']
 
 
+def real_runner():
+    """The module's own runner over a real AnsibleModule.run_command."""
+    with patch_module_args({}):
+        return Runner(AnsibleModule(argument_spec={}))
+
+
 def test_build_steps_and_probes_never_wait_on_stdin(stdin_that_blocks, tmp_path):
     """A prompt in a build step or probe (install.sh asks before editing ~/.bashrc) ends at once."""
     prompt = [arg.replace("{}", "1") for arg in PROMPT]
     # the premise: with the module's stdin, a prompt would wait
     assert subprocess.run(prompt, stdout=subprocess.PIPE, check=False).returncode == 124
     prompt = [arg.replace("{}", "20") for arg in PROMPT]
-    runner = tb.Runner()
+    runner = real_runner()
     started = time.monotonic()
     assert runner.capture(prompt) == (0, "no answer\n")
-    with open(tmp_path / "step.log", "w") as log:
-        assert runner.run(prompt, str(tmp_path), {"PATH": os.environ["PATH"]}, log) == 0
-    assert (tmp_path / "step.log").read_text() == "no answer\n"
+    log = tmp_path / "step.log"
+    log.write_text("==> [step]\n")
+    assert runner.run(prompt, str(tmp_path), {"PATH": os.environ["PATH"]}, str(log)) == 0
+    assert log.read_text() == "==> [step]\nno answer\n"  # appended to the log, stdout and stderr
     assert time.monotonic() - started < 10
+
+
+def test_probe_that_hangs_is_ended_by_its_timeout():
+    runner = real_runner()
+    started = time.monotonic()
+    assert runner.capture(["sleep", "30"], timeout=1) == (124, "timed out after 1 s")
+    assert time.monotonic() - started < 10
+    assert runner.capture(["/nonexistent/cmake", "--version"])[0] == 127
+
+
+def test_build_step_gets_exactly_the_environment_it_is_given(tmp_path, monkeypatch):
+    """run_command only adds to the module's environment; a name the build drops (MAKELEVEL) stays out."""
+    monkeypatch.setenv("MAKELEVEL", "3")
+    runner = real_runner()
+    log = tmp_path / "env.log"
+    env = {k: v for k, v in os.environ.items() if k != "MAKELEVEL"}
+    env["MAKEFLAGS"] = "-j2"
+    assert runner.run(["sh", "-c", 'echo "${MAKELEVEL:-unset} $MAKEFLAGS" >&2'], str(tmp_path), env, str(log)) == 0
+    assert log.read_text() == "unset -j2\n"
+    assert os.environ["MAKELEVEL"] == "3"
 
 
 # --------------------------------------------------------------------------- rebuild decision
@@ -341,43 +357,36 @@ def _new_commit(tmp_path, runner):
 
 
 def _garble_state(tmp_path, runner):
-    (tmp_path / "install" / tb.STATE_FILE).write_text("{not json")
+    (tmp_path / "install" / STATE_FILE).write_text("{not json")
 
 
 def _drop_libth(tmp_path, runner):
     os.unlink(tmp_path / "install" / "lib" / "libTH.so.0")
 
 
-def _nothing(tmp_path, runner):
-    pass
+# The `mutate` of test_rebuild_decision's cases.
+MUTATIONS = {
+    "nothing": lambda tmp_path, runner: None,
+    "break_th": _break_th,
+    "fail_require": _fail_require,
+    "new_commit": _new_commit,
+    "garble_state": _garble_state,
+    "drop_libth": _drop_libth,
+}
 
 
-@pytest.mark.parametrize(
-    ("mutate", "over", "built", "reason"),
-    [
-        (_nothing, {}, False, "up to date"),
-        (_new_commit, {}, True, f"commit changed: {SHA_A} -> {SHA_B}"),
-        (_nothing, {"lua_flavour": "LUA51"}, True, "lua_flavour changed: LUAJIT21 -> LUA51"),
-        (_nothing, {"extra_packages": ["image"]}, True, "packages changed"),
-        (_break_th, {}, True, "missing"),
-        (_fail_require, {}, True, "th cannot require"),
-        (_drop_libth, {}, True, "no libTH.so"),
-        (_garble_state, {}, True, "build record unreadable"),
-        (_nothing, {"force": True}, True, "force: true"),
-    ],
-)
-def test_rebuild_decision(env, mutate, over, built, reason):
+def test_rebuild_decision(env, case):
     tmp_path, src, runner = env
-    ok, _result = mod.run(params(tmp_path, src), False, runner)
+    ok, _result, _warnings = mod.run(params(tmp_path, src), False, runner)
     assert ok
-    mutate(tmp_path, runner)
+    MUTATIONS[case["mutate"]](tmp_path, runner)
     runner.calls.clear()
-    ok, res = mod.run(params(tmp_path, src, **over), False, runner)
+    ok, res, _warnings = mod.run(params(tmp_path, src, **case["over"]), False, runner)
     assert ok, res
-    assert res["built"] is built, res
-    assert reason in res["reason"]
-    assert bool(runner.steps()) is built
-    if not built:
+    assert res["built"] is case["built"], res
+    assert case["reason"] in res["reason"]
+    assert bool(runner.steps()) is case["built"]
+    if not case["built"]:
         assert res["changed"] is False
         assert res["build_seconds"] == 0.0
 
@@ -385,12 +394,12 @@ def test_rebuild_decision(env, mutate, over, built, reason):
 def test_no_blas_in_record_rebuilds_when_blas_required(env):
     tmp_path, src, runner = env
     runner.ldd = LDD_NO_BLAS
-    ok, res = mod.run(params(tmp_path, src, require_blas=False), False, runner)
+    ok, res, _warnings = mod.run(params(tmp_path, src, require_blas=False), False, runner)
     assert ok and res["blas_library"] is None
-    ok, res = mod.run(params(tmp_path, src, require_blas=False), False, runner)
+    ok, res, _warnings = mod.run(params(tmp_path, src, require_blas=False), False, runner)
     assert ok and not res["changed"]
     runner.ldd = LDD_OPENBLAS
-    ok, res = mod.run(params(tmp_path, src), False, runner)
+    ok, res, _warnings = mod.run(params(tmp_path, src), False, runner)
     assert ok and res["built"] and "no BLAS" in res["reason"]
     assert res["blas_library"]
 
@@ -400,7 +409,7 @@ def test_no_blas_in_record_rebuilds_when_blas_required(env):
 
 def test_check_mode_fresh_runs_nothing(env):
     tmp_path, src, runner = env
-    ok, res = mod.run(params(tmp_path, src), True, runner)
+    ok, res, _warnings = mod.run(params(tmp_path, src), True, runner)
     assert ok
     assert res["changed"] and res["built"] and res["reason"] == "no build record"
     assert runner.steps() == []
@@ -413,51 +422,31 @@ def test_check_mode_up_to_date_and_changed_commit(env):
     tmp_path, src, runner = env
     assert mod.run(params(tmp_path, src), False, runner)[0]
     runner.calls.clear()
-    ok, res = mod.run(params(tmp_path, src), True, runner)
+    ok, res, _warnings = mod.run(params(tmp_path, src), True, runner)
     assert ok and not res["changed"] and runner.steps() == []
     runner.commit = SHA_B
-    ok, res = mod.run(params(tmp_path, src), True, runner)
+    ok, res, _warnings = mod.run(params(tmp_path, src), True, runner)
     assert ok and res["changed"] and "commit changed" in res["reason"] and runner.steps() == []
-    assert json.loads((tmp_path / "install" / tb.STATE_FILE).read_text())["commit"] == SHA_A
-
-
-def test_check_mode_reports_activation_drift(env):
-    tmp_path, src, runner = env
-    assert mod.run(params(tmp_path, src), False, runner)[0]
-    (tmp_path / "profile.d" / "torch.sh").write_text("# edited\n")
-    ok, res = mod.run(params(tmp_path, src), True, runner)
-    assert ok and res["changed"] and not res["built"]
-    assert (tmp_path / "profile.d" / "torch.sh").read_text() == "# edited\n"
-    ok, res = mod.run(params(tmp_path, src), False, runner)
-    assert ok and res["changed"] and not res["built"]
-    assert "Managed by" in (tmp_path / "profile.d" / "torch.sh").read_text()
+    assert json.loads((tmp_path / "install" / STATE_FILE).read_text())["commit"] == SHA_A
 
 
 # --------------------------------------------------------------------------- failures
 
 
-@pytest.mark.parametrize(
-    ("fail_on", "step"),
-    [
-        ("-DWITH_LUAJIT21=ON", "configure luajit-rocks"),
-        ("--build . -- -j", "build luajit-rocks"),
-        ("rocks/torch-scm-1.rockspec", "luarocks make torch"),
-        ("nngraph-scm-1.rockspec", "luarocks make nngraph"),
-    ],
-)
-def test_failure_reports_step_and_log_tail(env, fail_on, step):
+def test_failure_reports_step_and_log_tail(env, case):
     tmp_path, src, runner = env
-    runner.fail_on = fail_on
-    ok, res = mod.run(params(tmp_path, src), False, runner)
+    runner.fail_on = case["fail_on"]
+    step = case["step"]
+    ok, res, _warnings = mod.run(params(tmp_path, src), False, runner)
     assert not ok
     assert res["failed_step"] == step
     assert "error: the compiler said no" in res["log_tail"]
     assert f"<== [{step}] rc=2" in res["log_tail"]
     assert res["log_path"] in res["msg"]
-    assert json.loads((tmp_path / "install" / tb.STATE_FILE).read_text())["incomplete"] is True
+    assert json.loads((tmp_path / "install" / STATE_FILE).read_text())["incomplete"] is True
     # the next run retries
     runner.fail_on = None
-    ok, res = mod.run(params(tmp_path, src), False, runner)
+    ok, res, _warnings = mod.run(params(tmp_path, src), False, runner)
     assert ok and res["built"] and res["reason"] == "previous build did not finish"
     assert os.path.exists(str(tmp_path / "log" / "torch-build.log.1"))
 
@@ -465,7 +454,7 @@ def test_failure_reports_step_and_log_tail(env, fail_on, step):
 def test_missing_submodules_fail_clearly(tmp_path):
     runner = FakeRunner(str(tmp_path / "install"))
     (tmp_path / "distro").mkdir()
-    ok, res = mod.run(params(tmp_path, tmp_path / "distro"), False, runner)
+    ok, res, _warnings = mod.run(params(tmp_path, tmp_path / "distro"), False, runner)
     assert not ok and res["failed_step"] == "locate sources" and "recursive" in res["msg"]
 
 
@@ -475,7 +464,7 @@ def test_missing_package_dir_fails_before_building(env):
 
     shutil.rmtree(src / "pkg" / "xlua")
     for check_mode in (True, False):
-        ok, res = mod.run(params(tmp_path, src), check_mode, runner)
+        ok, res, _warnings = mod.run(params(tmp_path, src), check_mode, runner)
         assert not ok and res["failed_step"] == "locate sources" and "xlua" in res["msg"]
     assert runner.steps() == []
     assert not (tmp_path / "install").exists()
@@ -484,10 +473,10 @@ def test_missing_package_dir_fails_before_building(env):
 def test_require_check_failure_after_build(env):
     tmp_path, src, runner = env
     runner.require_ok = runner.require_ok_after_build = False
-    ok, res = mod.run(params(tmp_path, src), False, runner)
+    ok, res, _warnings = mod.run(params(tmp_path, src), False, runner)
     assert not ok and res["failed_step"] == "verify requires"
     assert "nngraph" in res["log_tail"]
-    assert "commit" not in json.loads((tmp_path / "install" / tb.STATE_FILE).read_text())
+    assert "commit" not in json.loads((tmp_path / "install" / STATE_FILE).read_text())
 
 
 # --------------------------------------------------------------------------- toolchain
@@ -496,7 +485,7 @@ def test_require_check_failure_after_build(env):
 def test_cmake4_without_alternative_fails(env):
     tmp_path, src, runner = env
     runner.cmake_versions["/usr/bin/cmake"] = "4.1.2"
-    ok, res = mod.run(params(tmp_path, src), False, runner)
+    ok, res, _warnings = mod.run(params(tmp_path, src), False, runner)
     assert not ok and res["failed_step"] == "toolchain"
     assert "4.1.2" in res["msg"] and "CMP0026" in res["msg"] and "cmake=" in res["msg"]
     assert runner.steps() == []
@@ -506,7 +495,7 @@ def test_cmake4_with_pinned_cmake3_builds_with_it(env):
     tmp_path, src, runner = env
     runner.cmake_versions["/usr/bin/cmake"] = "4.1.2"
     runner.cmake_versions["/opt/cmake3/bin/cmake"] = "3.31.6"
-    ok, res = mod.run(params(tmp_path, src, cmake="/opt/cmake3/bin/cmake"), False, runner)
+    ok, res, _warnings = mod.run(params(tmp_path, src, cmake="/opt/cmake3/bin/cmake"), False, runner)
     assert ok, res
     assert res["cmake"] == {"path": "/opt/cmake3/bin/cmake", "version": "3.31.6"}
     assert runner.step_lines()[0].startswith("/opt/cmake3/bin/cmake ")
@@ -518,64 +507,29 @@ def test_cmake4_with_pinned_cmake3_builds_with_it(env):
 def test_given_cmake4_is_refused(env):
     tmp_path, src, runner = env
     runner.cmake_versions["/opt/cmake4/bin/cmake"] = "4.0.0"
-    ok, res = mod.run(params(tmp_path, src, cmake="/opt/cmake4/bin/cmake"), False, runner)
+    ok, res, _warnings = mod.run(params(tmp_path, src, cmake="/opt/cmake4/bin/cmake"), False, runner)
     assert not ok and res["failed_step"] == "toolchain" and "needs CMake 3.x" in res["msg"]
 
 
-@pytest.mark.parametrize(
-    ("text", "version"),
-    [
-        ("cmake version 3.25.1\n\nCMake suite maintained", (3, 25, 1)),
-        ("cmake version 4.0.0-rc1\n", (4, 0, 0)),
-        ("cmake3 version 3.31\n", (3, 31, 0)),
-        ("bash: cmake: not found", None),
-    ],
-)
-def test_parse_cmake_version(text, version):
-    assert tb.parse_cmake_version(text) == version
+def test_parse_cmake_version(case):
+    version = probes.parse_cmake_version(case["text"])
+    assert version == (tuple(case["version"]) if case["version"] else None)
 
 
 # --------------------------------------------------------------------------- BLAS
 
 
-@pytest.mark.parametrize(
-    ("ldd", "expected"),
-    [
-        (LDD_OPENBLAS, ("libopenblas.so.0", "/lib/x86_64-linux-gnu/libopenblas.so.0")),
-        (
-            "\tlibblas.so.3 => /lib/x86_64-linux-gnu/libblas.so.3 (0x1)\n",
-            ("libblas.so.3", "/lib/x86_64-linux-gnu/libblas.so.3"),
-        ),
-        (
-            "\tlibmkl_rt.so.2 => /opt/intel/lib/libmkl_rt.so.2 (0x1)\n",
-            ("libmkl_rt.so.2", "/opt/intel/lib/libmkl_rt.so.2"),
-        ),
-        ("\tlibatlas.so.3 => /usr/lib/libatlas.so.3 (0x1)\n", ("libatlas.so.3", "/usr/lib/libatlas.so.3")),
-        ("\tlibopenblas.so.0 => not found\n", ("libopenblas.so.0", None)),
-        (LDD_NO_BLAS, (None, None)),
-        ("", (None, None)),
-    ],
-)
-def test_parse_ldd_blas(ldd, expected):
-    assert tb.parse_ldd_blas(ldd) == expected
+def test_parse_ldd_blas(case):
+    assert blas.parse_ldd_blas(case["ldd"]) == (case["soname"], case["resolved"])
 
 
-@pytest.mark.parametrize(
-    ("ldd", "require_blas", "ok", "blas"),
-    [
-        (LDD_OPENBLAS, True, True, os.path.realpath("/lib/x86_64-linux-gnu/libopenblas.so.0")),
-        (LDD_NO_BLAS, True, False, None),
-        (LDD_NO_BLAS, False, True, None),
-        ("\tlibopenblas.so.0 => not found\n", False, False, None),
-    ],
-)
-def test_blas_verification(env, ldd, require_blas, ok, blas):
+def test_blas_verification(env, case):
     tmp_path, src, runner = env
-    runner.ldd = ldd
-    success, res = mod.run(params(tmp_path, src, require_blas=require_blas), False, runner)
-    assert success is ok, res
-    if ok:
-        assert res["blas_library"] == blas
+    runner.ldd = case["ldd"]
+    success, res, _warnings = mod.run(params(tmp_path, src, require_blas=case["require_blas"]), False, runner)
+    assert success is case["ok"], res
+    if case["ok"]:
+        assert res["blas_library"] == (os.path.realpath(case["blas"]) if case["blas"] else None)
     else:
         assert res["failed_step"] == "verify blas"
 
@@ -586,7 +540,7 @@ def test_blas_verification(env, ldd, require_blas, ok, blas):
 def test_cuda_rocks_not_built_by_default_even_with_nvcc(env):
     tmp_path, src, runner = env
     runner.nvcc = "/usr/local/cuda/bin/nvcc"
-    ok, res = mod.run(params(tmp_path, src), False, runner)
+    ok, res, _warnings = mod.run(params(tmp_path, src), False, runner)
     assert ok
     assert not any("cutorch" in line or "cunn" in line for line in runner.step_lines())
     assert "cutorch" not in res["packages"]
@@ -595,24 +549,24 @@ def test_cuda_rocks_not_built_by_default_even_with_nvcc(env):
 def test_cuda_rocks_when_asked(tmp_path):
     src = make_src(tmp_path, cuda_cmake=True)
     runner = FakeRunner(str(tmp_path / "install"), nvcc="/usr/local/cuda/bin/nvcc")
-    ok, res = mod.run(params(tmp_path, src, cuda=True), False, runner)
+    ok, res, _warnings = mod.run(params(tmp_path, src, cuda=True), False, runner)
     assert ok, res
     assert res["packages"][-2:] == ["cutorch", "cunn"]
     names = [line for line in runner.step_lines() if "luarocks" in line]
     assert names[-2].endswith("rocks/cutorch-scm-1.rockspec") and names[-1].endswith("rocks/cunn-scm-1.rockspec")
     assert any(str(src / "cmake" / "3.6") in line for line in runner.step_lines())
-    assert json.loads((tmp_path / "install" / tb.STATE_FILE).read_text())["cuda"] is True
+    assert json.loads((tmp_path / "install" / STATE_FILE).read_text())["cuda"] is True
 
 
 def test_cuda_without_nvcc_fails(env):
     tmp_path, src, runner = env
-    ok, res = mod.run(params(tmp_path, src, cuda=True), False, runner)
+    ok, res, _warnings = mod.run(params(tmp_path, src, cuda=True), False, runner)
     assert not ok and res["failed_step"] == "toolchain" and "nvcc" in res["msg"]
 
 
 def test_cuda_package_without_cuda_fails(env):
     tmp_path, src, runner = env
-    ok, res = mod.run(params(tmp_path, src, extra_packages=["cudnn"]), False, runner)
+    ok, res, _warnings = mod.run(params(tmp_path, src, extra_packages=["cudnn"]), False, runner)
     assert not ok and res["failed_step"] == "plan"
 
 
@@ -622,21 +576,21 @@ def test_cuda_package_without_cuda_fails(env):
 def test_export_then_install_artifact(env):
     tmp_path, src, runner = env
     artifact = tmp_path / "cache" / "torch.tar.gz"
-    ok, res = mod.run(params(tmp_path, src, export_artifact=str(artifact)), False, runner)
+    ok, res, _warnings = mod.run(params(tmp_path, src, export_artifact=str(artifact)), False, runner)
     assert ok and artifact.exists()
     with tarfile.open(artifact) as tar:
-        assert "./" + tb.STATE_FILE in tar.getnames()
+        assert "./" + STATE_FILE in tar.getnames()
     # a "new host": same prefix, no build, no source
     import shutil
 
     shutil.rmtree(tmp_path / "install")
     runner.calls.clear()
     p = params(tmp_path, tmp_path / "nowhere", artifact=str(artifact))
-    ok, res = mod.run(p, False, runner)
+    ok, res, _warnings = mod.run(p, False, runner)
     assert ok and res["built"] and res["commit"] == SHA_A, res
     assert runner.steps() == []
     assert (tmp_path / "install" / "bin" / "th").exists()
-    ok, res = mod.run(p, False, runner)
+    ok, res, _warnings = mod.run(p, False, runner)
     assert ok and not res["changed"] and "up to date" in res["reason"]
 
 
@@ -644,7 +598,9 @@ def test_artifact_for_another_prefix_is_refused(env):
     tmp_path, src, runner = env
     artifact = tmp_path / "torch.tar.gz"
     assert mod.run(params(tmp_path, src, export_artifact=str(artifact)), False, runner)[0]
-    ok, res = mod.run(params(tmp_path, src, artifact=str(artifact), prefix=str(tmp_path / "other")), False, runner)
+    ok, res, _warnings = mod.run(
+        params(tmp_path, src, artifact=str(artifact), prefix=str(tmp_path / "other")), False, runner
+    )
     assert not ok and "not relocatable" in res["msg"]
 
 
@@ -654,7 +610,7 @@ def test_parse_luarocks_path_drops_the_builders_home_tree():
         "export LUA_CPATH='/root/.luarocks/lib/lua/5.1/?.so;/opt/t/lib/lua/5.1/?.so'\n"
         "export PATH='/root/.luarocks/bin:/usr/bin'\n"
     )
-    assert tb.parse_luarocks_path(text, home="/root") == {
+    assert steps.parse_luarocks_path(text, home="/root") == {
         "LUA_PATH": "/opt/t/share/lua/5.1/?.lua;./?.lua",
         "LUA_CPATH": "/opt/t/lib/lua/5.1/?.so",
     }
@@ -667,7 +623,7 @@ def test_blas_library_is_resolved_live_when_up_to_date(env, tmp_path):
     target.parent.mkdir()
     target.write_text("")
     runner.ldd = f"\tlibopenblas.so.0 => {target} (0x1)\n"
-    ok, res = mod.run(params(tmp, src), False, runner)
+    ok, res, _warnings = mod.run(params(tmp, src), False, runner)
     assert ok and not res["changed"]
     assert res["blas_library"] == str(target)
     assert res["state"]["blas_library"] != str(target)
@@ -677,11 +633,11 @@ def test_crash_at_exit_after_requires_is_a_warning(env):
     """Real LUA51 builds: th prints the marker, then luaffi segfaults in lua_close (rc -11)."""
     tmp_path, src, runner = env
     runner.th_exit_rc = -11
-    ok, res = mod.run(params(tmp_path, src, lua_flavour="LUA51"), False, runner)
+    ok, res, _warnings = mod.run(params(tmp_path, src, lua_flavour="LUA51"), False, runner)
     assert ok and res["built"], res
-    assert mod.WARNINGS and "signal 11" in mod.WARNINGS[0]
-    ok, res = mod.run(params(tmp_path, src, lua_flavour="LUA51"), False, runner)
-    assert ok and not res["changed"] and mod.WARNINGS
+    assert len(_warnings) == 1 and "signal 11" in _warnings[0]
+    ok, res, warnings = mod.run(params(tmp_path, src, lua_flavour="LUA51"), False, runner)
+    assert ok and not res["changed"] and len(warnings) == 1 and "signal 11" in warnings[0]
 
 
 # --------------------------------------------------------------------------- keyed artifacts (the store)
@@ -707,7 +663,7 @@ def host_key(tmp_path, **over):
 def export_keyed(tmp_path, src, runner, key=None):
     key = key or host_key(tmp_path)
     tarball = tmp_path / "cache" / "torch7.tar.gz"
-    ok, res = mod.run(params(tmp_path, src, export_artifact=str(tarball), artifact_key=key), False, runner)
+    ok, res, _warnings = mod.run(params(tmp_path, src, export_artifact=str(tarball), artifact_key=key), False, runner)
     assert ok, res
     return tarball, tmp_path / "cache" / "torch7.json", res
 
@@ -733,16 +689,16 @@ def test_keyed_export_writes_manifest_with_key_and_checksum(env):
     assert manifest["sha256"] == ta.sha256_file(tarball) == res["artifact"]["sha256"]
     assert manifest["packages"] == CHAR_RNN_SET and manifest["built_on"]
     with tarfile.open(tarball) as tar:
-        record = json.load(tar.extractfile("./" + tb.STATE_FILE))
+        record = json.load(tar.extractfile("./" + STATE_FILE))
     assert record["artifact_key_id"] == ta.key_id(key) and record["source"] == "build"
     # a second run neither rebuilds nor re-exports
-    ok, res = mod.run(params(tmp_path, src, export_artifact=str(tarball), artifact_key=key), False, runner)
+    ok, res, _warnings = mod.run(params(tmp_path, src, export_artifact=str(tarball), artifact_key=key), False, runner)
     assert ok and not res["changed"], res
 
 
 def test_keyed_export_refuses_a_key_that_does_not_describe_the_build(env):
     tmp_path, src, runner = env
-    ok, res = mod.run(
+    ok, res, _warnings = mod.run(
         params(
             tmp_path,
             src,
@@ -761,13 +717,13 @@ def test_keyed_install_then_up_to_date_without_reading_the_tarball(env):
     tarball, _manifest, _res = export_keyed(tmp_path, src, runner)
     new_host(tmp_path)
     runner.calls.clear()
-    ok, res = mod.run(install_params(tmp_path, tarball), False, runner)
+    ok, res, _warnings = mod.run(install_params(tmp_path, tarball), False, runner)
     assert ok and res["built"] and res["changed"], res
     assert runner.steps() == []
-    record = json.loads((tmp_path / "install" / tb.STATE_FILE).read_text())
+    record = json.loads((tmp_path / "install" / STATE_FILE).read_text())
     assert record["source"] == "artifact" and record["artifact_key_id"] == ta.key_id(host_key(tmp_path))
     tarball.unlink()  # a healthy install of the right key needs no tarball
-    ok, res = mod.run(install_params(tmp_path, tarball), False, runner)
+    ok, res, _warnings = mod.run(install_params(tmp_path, tarball), False, runner)
     assert ok and not res["changed"] and "up to date" in res["reason"], res
 
 
@@ -776,7 +732,7 @@ def test_artifact_of_another_key_is_refused_showing_both_keys(env):
     tarball, _manifest, _res = export_keyed(tmp_path, src, runner)
     new_host(tmp_path)
     trixie = host_key(tmp_path, release="13", glibc="2.41")
-    ok, res = mod.run(install_params(tmp_path, tarball, key=trixie), False, runner)
+    ok, res, _warnings = mod.run(install_params(tmp_path, tarball, key=trixie), False, runner)
     assert not ok and res["failed_step"] == "check artifact key"
     assert "release, glibc differ" in res["msg"]
     assert "release=13" in res["msg"] and "release=12" in res["msg"]
@@ -786,36 +742,66 @@ def test_artifact_of_another_key_is_refused_showing_both_keys(env):
 def test_corrupt_artifact_is_never_installed_and_the_old_prefix_stays(env):
     tmp_path, src, runner = env
     tarball, _manifest, _res = export_keyed(tmp_path, src, runner)
-    before = (tmp_path / "install" / tb.STATE_FILE).read_text()
+    before = (tmp_path / "install" / STATE_FILE).read_text()
     data = bytearray(tarball.read_bytes())
     data[len(data) // 2] ^= 0xFF
     tarball.write_bytes(bytes(data))
-    ok, res = mod.run(install_params(tmp_path, tarball, force=True), False, runner)
+    ok, res, _warnings = mod.run(install_params(tmp_path, tarball, force=True), False, runner)
     assert not ok and res["failed_step"] == "check artifact checksum" and "corrupt" in res["msg"]
-    assert (tmp_path / "install" / tb.STATE_FILE).read_text() == before
+    assert (tmp_path / "install" / STATE_FILE).read_text() == before
 
 
 def test_artifact_that_fails_its_health_check_is_rolled_back(env):
     tmp_path, src, runner = env
     tarball, _manifest, _res = export_keyed(tmp_path, src, runner)
-    before = (tmp_path / "install" / tb.STATE_FILE).read_text()
+    before = (tmp_path / "install" / STATE_FILE).read_text()
     runner.require_ok = False
-    ok, res = mod.run(install_params(tmp_path, tarball, force=True), False, runner)
+    ok, res, _warnings = mod.run(install_params(tmp_path, tarball, force=True), False, runner)
     assert not ok and res["failed_step"] == "verify requires"
-    assert (tmp_path / "install" / tb.STATE_FILE).read_text() == before
+    assert (tmp_path / "install" / STATE_FILE).read_text() == before
     assert not list(tmp_path.glob("install.rnn_bootstrap-*"))
 
 
 def test_check_mode_install_before_the_download(env):
     tmp_path, _src, runner = env
-    ok, res = mod.run(install_params(tmp_path, tmp_path / "not-yet.tar.gz"), True, runner)
+    ok, res, _warnings = mod.run(install_params(tmp_path, tmp_path / "not-yet.tar.gz"), True, runner)
     assert ok and res["changed"] and res["built"] and "would install" in res["reason"], res
     assert not (tmp_path / "install").exists()
 
 
 def test_build_reports_progress_for_a_play_that_follows_it(env):
     tmp_path, src, runner = env
-    ok, _res = mod.run(params(tmp_path, src), False, runner)
+    ok, _res, _warnings = mod.run(params(tmp_path, src), False, runner)
     progress = json.loads((tmp_path / "log" / "torch-build.log.progress.json").read_text())
     assert ok and progress["step"] == progress["steps"] == len(runner.steps())
     assert progress["name"] == "verify" and progress["finished"] is False
+
+
+def test_main_runs_its_probes_through_run_command(tmp_path, run_module):
+    """main() over AnsibleModule.run_command (scripted here): check mode on a fresh host reads the
+    commit and the CMake version, and nothing else runs or is written."""
+    src = make_src(tmp_path)
+    cmake = str(tmp_path / "cmake3" / "bin" / "cmake")
+    args = {
+        "src": str(src),
+        "prefix": str(tmp_path / "install"),
+        "log_path": str(tmp_path / "log" / "torch-build.log"),
+        "cmake": cmake,
+        "_ansible_check_mode": True,
+    }
+    commands = [
+        {"argv": ["git", "-c", "safe.directory=*", "-C", str(src), "rev-parse", "HEAD"], "out": SHA_A + "\n"},
+        {"argv": [cmake, "--version"], "out": "cmake version 3.25.1\n"},
+    ]
+    failed, res = run_module(mod.main, args, commands=commands)
+    assert not failed, res
+    assert res["changed"] and res["built"] and res["reason"] == "no build record"
+    assert res["cmake"] == {"path": cmake, "version": "3.25.1"}
+    assert not (tmp_path / "install").exists() and not (tmp_path / "log").exists()
+
+
+def test_main_reports_the_failed_step(tmp_path, run_module):
+    args = {"src": str(tmp_path / "nothing"), "prefix": str(tmp_path / "install"), "_ansible_check_mode": True}
+    failed, res = run_module(mod.main, args, commands=[])
+    assert failed and res["failed_step"] == "locate sources" and "clone it recursively" in res["msg"]
+    assert res["log_tail"] == ""
