@@ -26,6 +26,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from datetime import datetime
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -36,13 +37,47 @@ PREFIX = "charrnn-image-test"
 VOLUME = "charrnn-image-test-data"
 LABEL = "org.rnn-bootstrap.char-rnn"
 sys.path.insert(0, str(HERE))
-import airgap  # noqa: E402  (its play() and podman())
+import airgap  # noqa: E402  (its podman())
 import testbed  # noqa: E402
 
 # A small model; the FIXTURE corpus gives 190 iterations an epoch at batch 10 x seq 20, the real
 # tinyshakespeare about 5,300.
 TRAIN = ["-rnn_size", "16", "-num_layers", "1", "-seq_length", "20", "-batch_size", "10", "-eval_val_every", "10"]
 EPOCHS = {"fixture": ("0.1", "0.2"), "real": ("0.004", "0.008")}
+
+
+def play(work: Path, extra: dict) -> dict:
+    """playbooks/image.yml on the controller (the json callback's result); prints each play's time."""
+    inventory = work / "inventory.ini"
+    inventory.write_text(f"localhost ansible_connection=local ansible_python_interpreter={sys.executable}\n")
+    (work / "extra.json").write_text(json.dumps(extra))
+    env = {**os.environ, "ANSIBLE_CONFIG": str(REPO / "ansible.cfg"), "ANSIBLE_STDOUT_CALLBACK": "ansible.posix.json",
+           "ANSIBLE_LOAD_CALLBACK_PLUGINS": "1"}  # fmt: skip
+    cmd = [str(Path(sys.executable).parent / "ansible-playbook"), "-i", str(inventory), "playbooks/image.yml",
+           "-e", f"@{work / 'extra.json'}"]  # fmt: skip
+    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, check=False)
+    try:
+        data = json.loads(proc.stdout)
+    except json.JSONDecodeError:
+        sys.exit(f"image.yml: no JSON result\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
+    for item in data["plays"]:
+        duration = item["play"].get("duration", {})
+        if duration.get("start") and duration.get("end"):
+            seconds = (parse_time(duration["end"]) - parse_time(duration["start"])).total_seconds()
+            print(f"    {seconds:4.0f} s  play '{item['play']['name']}'")
+    failed = {h: s for h, s in data["stats"].items() if s["failures"] or s["unreachable"]}
+    if failed:
+        msgs = [
+            f"{t['task']['name']}: {r.get('msg', '')} {r.get('stderr', '')}"
+            for p in data["plays"] for t in p["tasks"] for r in t["hosts"].values()
+            if r.get("failed") or r.get("unreachable")
+        ]  # fmt: skip
+        sys.exit(f"image.yml failed on {failed}:\n" + "\n".join(msgs)[-4000:])
+    return data
+
+
+def parse_time(text: str) -> datetime:
+    return datetime.fromisoformat(text.replace("Z", "+00:00"))
 
 
 def step(title: str, func, *args):
@@ -59,7 +94,9 @@ def run(*args: str, check: bool = True) -> subprocess.CompletedProcess:
         capture_output=True, text=True, check=False,
     )  # fmt: skip
     print(f"$ podman run ... {' '.join(args[-12:])}  (exit {proc.returncode})")
-    for line in (proc.stdout + proc.stderr).splitlines()[-12:]:
+    lines = (proc.stdout + proc.stderr).splitlines()
+    # the launcher's and the entry point's own lines (start, resume, finish), then the output's tail
+    for line in [x for x in lines[:-4] if x.startswith(("char-rnn launcher:", "char-rnn image:"))] + lines[-4:]:
         print(f"    {line}")
     if check and proc.returncode != 0:
         sys.exit(f"podman run {' '.join(args)} failed with {proc.returncode}")
@@ -110,21 +147,20 @@ def main() -> int:
         cleanup()
         airgap.podman("rmi", "-f", IMAGE, check=False)
         store.mkdir(parents=True)
-        first = step(
-            "image built (empty store: builder container)", airgap.play, work, "playbooks/image.yml", [], extra
-        )
-        tasks = {t["task"]["name"]: t["hosts"] for p in first["plays"] for t in p["tasks"]}
-        builder = [
-            h for h, r in tasks.get("Start the builder container from the base image", {}).items() if r.get("changed")
-        ]
-        assert builder, "the store was empty, yet no builder container was started"
+        first = step("image built (empty store: builder container)", play, work, extra)
+        hosts = {t["task"]["name"].split(" : ")[-1]: t["hosts"] for p in first["plays"] for t in p["tasks"]}
+        plan = hosts.get("Report where the image's Torch7 comes from", {}).get(f"{PREFIX}-builder", {}).get("msg", "")
+        print(f"plan: {plan}")
+        assert "builds and publishes it" in plan, plan
+        installed = hosts.get("Install the artifact (sha256 and key checked first) or confirm the installed one", {})
+        assert installed.get(f"{PREFIX}-final", {}).get("changed"), "the final container did not install the artifact"
         artifacts = sorted(p.name for p in store.iterdir())
-        print(f"builder container started: {builder}; store now holds {artifacts}")
+        print(f"store now holds {artifacts}; {PREFIX}-final installed that artifact")
         assert any(a.endswith(".tar.gz") for a in artifacts), artifacts
-        report = [r.get("msg") for h in tasks.get("Report the image", {}).values() for r in [h] if r.get("msg")]
+        report = [r.get("msg") for r in hosts.get("Report the image", {}).values() if r.get("msg")]
         print(f"playbook: {report[0] if report else '(no report)'}")
 
-        again = step("image.yml again", airgap.play, work, "playbooks/image.yml", [], extra)
+        again = step("image.yml again", play, work, extra)
         changed = sum(s["changed"] for s in again["stats"].values())
         print(f"second run: changed={changed}")
         assert changed == 0, again["stats"]
@@ -151,7 +187,8 @@ def main() -> int:
 
         tools = inside(
             "for c in gcc cc c++ g++ cpp cmake make ld; do command -v $c; done;"
-            " dpkg-query -W -f '${binary:Package}\\n' | grep -E -- '-dev(:|$)|^(gcc|g\\+\\+|cpp|binutils)(-|:|$)';"
+            " dpkg-query -W -f '${binary:Package}\\n'"
+            " | grep -E -- '-dev(:|$)|^(gcc|g\\+\\+|cpp)(-[0-9.]+)?(:|$)|^binutils(-|:|$)';"
             " ls /var/lib/apt/lists | grep -v -x -e lock -e partial; true"
         )
         print(f"compilers, -dev packages, apt lists in the image: {tools.split() or 'none'}")
