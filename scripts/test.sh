@@ -8,7 +8,8 @@
 #                                   OPT-IN: the real torch/distro and char-rnn through that mirror
 #                                   (../shared/upstream/README.md); builds Torch7 for real: the real
 #                                   scenario on Debian 12, 13 and testing (CMake 4: the pinned
-#                                   CMake 3 builds it), then the fleet scenario
+#                                   CMake 3 builds it), then the fleet scenario, then the
+#                                   OCI image (tests/containers/image.py) with the real Torch7
 # CHARRNN_PLATFORMS=debian-12,... limits the Molecule platforms (default: the whole matrix;
 # platforms whose images cannot be pulled are reported as NOT RUN).
 set -uo pipefail
@@ -197,6 +198,9 @@ stage_molecule() {
   python tests/containers/testbed.py molecule faults debian-12 --upstream fixture || rc=1
   # an air-gapped Debian 12 host (--network=none) provisioned from a bundle alone (about 3 min)
   python tests/containers/airgap.py || rc=1
+  # the OCI image (playbooks/image.yml) from the Debian 12 base: build, labels, no compiler, size,
+  # train on a volume, sample, resume
+  python tests/containers/image.py --upstream fixture || rc=1
   return $rc
 }
 
@@ -204,6 +208,7 @@ stage_real() {
   local rc=0
   python tests/containers/testbed.py molecule real debian-12 debian-13 debian-14 --upstream real || rc=1
   python tests/containers/testbed.py molecule fleet debian-12:4 debian-13 --upstream real || rc=1
+  python tests/containers/image.py --upstream real || rc=1
   return $rc
 }
 
