@@ -193,6 +193,8 @@ stage_molecule() {
   python tests/containers/testbed.py molecule fleet debian-12:4 debian-13 --upstream fixture || rc=1
   # the training service (Debian 12 only: systemd, kill -9 and resume, status/sample/fetch playbooks)
   python tests/containers/testbed.py molecule train debian-12 --upstream fixture || rc=1
+  # a sweep over two Debian 12 hosts: placement, leaderboard against status.yml, a larger grid, removal
+  python tests/containers/testbed.py molecule sweep debian-12:2 --upstream fixture || rc=1
   # fault injection on one Debian 12 host: each fault, its message, the recovery; prints a table
   python tests/containers/testbed.py molecule faults debian-12 --upstream fixture || rc=1
   return $rc
