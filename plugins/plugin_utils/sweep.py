@@ -267,7 +267,8 @@ def _slurped_json(result: dict[str, Any]) -> dict[str, Any]:
 
 
 def _options_text(varied: dict[str, Any]) -> str:
-    return " ".join(f"{k}={format_value(v)}" for k, v in varied.items())
+    """The swept options in the order of the run names (a record written with sorted keys loses it)."""
+    return " ".join(f"{k}={format_value(varied[k])}" for k in OPTION_NAMES if k in varied)
 
 
 def host_rows(bundle: dict[str, Any], train_status: Callable[..., dict[str, Any]]) -> list[dict[str, Any]]:
