@@ -70,7 +70,7 @@ def _number(option: str, kind: str, value: Any, where: str) -> int | float | str
 def normalize(option: str, value: Any, where: str) -> int | float | str:
     """One option's value, checked and in the form it is written to the run's configuration."""
     spec = {o[0]: o for o in OPTIONS}[option]
-    _, _, kind, check, allowed = spec
+    kind, check, allowed = spec[2:]
     number = _number(option, kind, value, where)
     if not check(number):
         raise AnsibleFilterError(f"{where}: {option} must be {allowed}, not {value!r}")
@@ -89,7 +89,8 @@ def format_value(value: int | float | str) -> str:
 def run_name(sweep: str, options: dict[str, Any], base: dict[str, Any]) -> str:
     """sweep-<sweep>-rs128-nl2-do0.25-lr0.002[-<other options that differ from the base>]."""
     parts = []
-    for option, short, _, _, _ in OPTIONS:
+    for spec in OPTIONS:
+        option, short = spec[:2]
         if option in NAMED_ALWAYS or options[option] != base[option]:
             parts.append(short + format_value(options[option]))
     name = "-".join([f"sweep-{sweep}", *parts])

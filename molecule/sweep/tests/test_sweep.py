@@ -140,7 +140,7 @@ def val_losses(where: dict[str, str]) -> dict[str, list[float]]:
     out: dict[str, list[float]] = {run: [] for run in where}
     for name in set(where.values()):
         for path in get(name).run(f"cd {CV} && ls -1 */lm_*.t7").stdout.split():
-            run, _, file = path.partition("/")
+            run, file = path.split("/", 1)
             match = re.match(rf"lm_{re.escape(run)}_epoch[\d.]+_([\d.]+)\.t7$", file)
             if match and where.get(run) == name:
                 out[run].append(float(match.group(1)))
@@ -302,7 +302,7 @@ def test_removing_the_sweep_keeps_the_checkpoints(tmp_path):
     again = playbook("sweep.yml", "-e", "char_rnn_sweep_state=absent")
     assert again.returncode == 0 and recap_changed(again.stdout) == 0, again.stdout[-4000:]
     # the leaderboard still reads the removed runs' checkpoints and logs
-    _, rows = leaderboard(tmp_path, "-e", "char_rnn_leaderboard_fetch=false")
+    rows = leaderboard(tmp_path, "-e", "char_rnn_leaderboard_fetch=false")[1]
     assert {r["run"] for r in rows} == set(where) and {r["state"] for r in rows} == {"removed"}
 
 

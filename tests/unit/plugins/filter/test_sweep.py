@@ -28,8 +28,8 @@ BASE = {
 PATHS = {"log_dir": "/var/log/char-rnn", "state_dir": "/var/lib/char-rnn", "char_rnn_dir": "/opt/rnn-karpathy"}
 
 
-def names(grid, sweep="tiny", base=BASE):
-    return [r["run"] for r in sweep_runs(grid, sweep, base)]
+def names(grid, sweep="tiny", base=None):
+    return [r["run"] for r in sweep_runs(grid, sweep, base or BASE)]
 
 
 def test_the_grid_expands_in_a_fixed_order_with_names_from_the_options():
@@ -221,10 +221,12 @@ def bundle(name, runs):
     """One host's gathered data: runs = [(run, varied, progress, best val loss or None, unit active state)]."""
     return {
         "host": name,
-        "manifest": {"sweep": "t", "state": "started", "runs": [{"run": r[0], "varied": r[1], "options": {}}
-                                                               for r in runs]},
-        "states": [slurped({"total_iterations": 200, "max_epochs": 2, "segments": [{"offset_iterations": 0}]})
-                   for _ in runs],
+        "manifest": {
+            "sweep": "t", "state": "started", "runs": [{"run": r[0], "varied": r[1], "options": {}} for r in runs]
+        },
+        "states": [
+            slurped({"total_iterations": 200, "max_epochs": 2, "segments": [{"offset_iterations": 0}]}) for r in runs
+        ],
         "progress": [r[2] for r in runs],
         "services": [{"status": {"ActiveState": r[4], "SubState": "running", "LoadState": "loaded"}} for r in runs],
         "checkpoints": [{"best": {"val_loss": r[3], "path": f"/cv/{r[0]}/lm_{r[0]}_epoch1.00_{r[3]}.t7"}
@@ -243,8 +245,8 @@ def test_the_leaderboard_sorts_every_hosts_runs_by_best_val_loss():
         None,
     ])  # fmt: skip
     rows = board["rows"]
-    assert [(r["rank"], r["host"], r["run"]) for r in rows] == [(1, "b", "sweep-t-b"), (2, "a", "sweep-t-a"),
-                                                               (3, "a", "sweep-t-none")]  # fmt: skip
+    expected = [(1, "b", "sweep-t-b"), (2, "a", "sweep-t-a"), (3, "a", "sweep-t-none")]
+    assert [(r["rank"], r["host"], r["run"]) for r in rows] == expected
     assert board["winner"]["run"] == "sweep-t-b"
     assert rows[0]["iteration"] == 150 and rows[0]["epoch"] == 1.5 and rows[0]["train_loss"] == pytest.approx(1.7)
     assert rows[0]["seconds_per_batch"] == pytest.approx(0.05) and rows[0]["state"] == "active (running)"
