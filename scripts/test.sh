@@ -10,6 +10,7 @@
 #                                   scenario on Debian 12, 13 and testing (CMake 4: the pinned
 #                                   CMake 3 builds it), then the fleet scenario, then the
 #                                   OCI image (tests/containers/image.py) with the real Torch7
+#   scripts/test.sh sweep           OPT-IN: the sweep scenario (two Debian 12 hosts, FIXTURE upstream)
 # CHARRNN_PLATFORMS=debian-12,... limits the Molecule platforms (default: the whole matrix;
 # platforms whose images cannot be pulled are reported as NOT RUN).
 set -uo pipefail
@@ -202,6 +203,12 @@ stage_molecule() {
   # train on a volume, sample, resume
   python tests/containers/image.py --upstream fixture || rc=1
   return $rc
+}
+
+# OPT-IN (about 28 min on a loaded 2-CPU machine, too long for CI's budget): a sweep over two
+# Debian 12 hosts: placement, the leaderboard against status.yml, a larger grid, removal
+stage_sweep() {
+  python tests/containers/testbed.py molecule sweep debian-12:2 --upstream fixture
 }
 
 stage_real() {

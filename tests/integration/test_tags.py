@@ -32,7 +32,9 @@ INCLUDES = {
 }
 # Values for the templated names of included files (one of each kind is enough for tags).
 TEMPLATE_VALUES = {"ansible_facts.pkg_mgr": "apt", "__torch7_store_kind": "dir"}
-PLAYBOOKS = ["site", "train", "status", "sample", "fetch_checkpoints", "provision", "teardown"]
+PLAYBOOKS = [
+    "site", "train", "status", "sample", "fetch_checkpoints", "sweep", "leaderboard", "provision", "teardown",
+]  # fmt: skip
 
 
 def _env() -> dict[str, str]:
@@ -88,6 +90,11 @@ def _skeleton_collection(root: Path) -> Path:
                 if key in play:
                     play[key] = _skeleton_tasks(play[key], f"{name}.yml/{key}")
         (dest / "playbooks" / f"{name}.yml").write_text(yaml.safe_dump(plays))
+    # task files the playbooks include (sweep.yml's tasks/sweep_run.yml)
+    for path in (REPO / "playbooks" / "tasks").glob("*.yml"):
+        target = dest / "playbooks" / "tasks" / path.name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(yaml.safe_dump(_skeleton_tasks(yaml.safe_load(path.read_text()), f"tasks/{path.name}")))
     (dest / "galaxy.yml").write_text(
         yaml.safe_dump({"namespace": "rnn_bootstrap", "name": "char_rnn", "version": "0.0.0"})
     )
@@ -236,6 +243,8 @@ def test_untagged_site_reaches_the_same_files_as_provision(skeleton: Path) -> No
 PLAYBOOK_CASES = [
     ("train", "train", files("char_rnn_train")),
     ("train", "char_rnn_train", files("char_rnn_train")),
+    # the sweep applies the role once per run, through playbooks/tasks/sweep_run.yml
+    ("sweep", "sweep", files("char_rnn_train") | {"sweep.yml/tasks"}),
     ("provision", "ec2_fleet", files("ec2_fleet") - files("ec2_fleet/teardown.yml")),
     ("teardown", "ec2_fleet", files("ec2_fleet/teardown.yml")),
 ]
