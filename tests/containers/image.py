@@ -37,7 +37,7 @@ PREFIX = "charrnn-image-test"
 VOLUME = "charrnn-image-test-data"
 LABEL = "org.rnn-bootstrap.char-rnn"
 sys.path.insert(0, str(HERE))
-import airgap  # noqa: E402  (its podman())
+import airgap  # noqa: E402  (its podman() and step())
 import testbed  # noqa: E402
 
 # A small model; the FIXTURE corpus gives 190 iterations an epoch at batch 10 x seq 20, the real
@@ -78,13 +78,6 @@ def play(work: Path, extra: dict) -> dict:
 
 def parse_time(text: str) -> datetime:
     return datetime.fromisoformat(text.replace("Z", "+00:00"))
-
-
-def step(title: str, func, *args):
-    start = time.monotonic()
-    result = func(*args)
-    print(f"{title}: {time.monotonic() - start:.0f} s", flush=True)
-    return result
 
 
 def run(*args: str, check: bool = True) -> subprocess.CompletedProcess:
@@ -147,7 +140,7 @@ def main() -> int:
         cleanup()
         airgap.podman("rmi", "-f", IMAGE, check=False)
         store.mkdir(parents=True)
-        first = step("image built (empty store: builder container)", play, work, extra)
+        first = airgap.step("image built (empty store: builder container)", play, work, extra)
         hosts = {t["task"]["name"].split(" : ")[-1]: t["hosts"] for p in first["plays"] for t in p["tasks"]}
         plan = hosts.get("Report where the image's Torch7 comes from", {}).get(f"{PREFIX}-builder", {}).get("msg", "")
         print(f"plan: {plan}")
@@ -160,7 +153,7 @@ def main() -> int:
         report = [r.get("msg") for r in hosts.get("Report the image", {}).values() if r.get("msg")]
         print(f"playbook: {report[0] if report else '(no report)'}")
 
-        again = step("image.yml again", play, work, extra)
+        again = airgap.step("image.yml again", play, work, extra)
         changed = sum(s["changed"] for s in again["stats"].values())
         print(f"second run: changed={changed}")
         assert changed == 0, again["stats"]
@@ -199,7 +192,7 @@ def main() -> int:
 
         airgap.podman("volume", "create", VOLUME)
         short, longer = EPOCHS[opts.upstream]
-        first_run = step(
+        first_run = airgap.step(
             "train (fresh volume)",
             run,
             "-e",
@@ -217,13 +210,13 @@ def main() -> int:
         print(f"checkpoint files on the volume: {owners.splitlines()}")
         assert owners and all(line.startswith("charrnn ") for line in owners.splitlines()), owners
         for which in ("best", "latest"):
-            text = step(f"sample {which}", run, IMAGE, "sample", which, "-length", "200", "-seed", "7").stdout
+            text = airgap.step(f"sample {which}", run, IMAGE, "sample", which, "-length", "200", "-seed", "7").stdout
             assert len(text.strip()) > 0, f"sample {which} printed nothing"
-        resumed = step("train again, more epochs (resumes)", run, "-e", "FIXTURE_SECONDS_PER_BATCH=0", "-e",
+        resumed = airgap.step("train again, more epochs (resumes)", run, "-e", "FIXTURE_SECONDS_PER_BATCH=0", "-e",
                        f"CHARRNN_MAX_EPOCHS={longer}", IMAGE, "train", *TRAIN)  # fmt: skip
         out = resumed.stdout + resumed.stderr
         assert "resuming run default from /data/cv/default/lm_default_" in out, out[-2000:]
-        finished = step("train again (finished)", run, IMAGE, "train", *TRAIN, "-max_epochs", longer)
+        finished = airgap.step("train again (finished)", run, IMAGE, "train", *TRAIN, "-max_epochs", longer)
         assert "already finished" in finished.stdout + finished.stderr
         bad = run(IMAGE, "train", "-rnn_sise", "16", check=False)
         assert bad.returncode == 2 and "unknown option(s) -rnn_sise" in bad.stderr, bad.stderr
