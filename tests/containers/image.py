@@ -212,8 +212,8 @@ def main() -> int:
         for which in ("best", "latest"):
             text = airgap.step(f"sample {which}", run, IMAGE, "sample", which, "-length", "200", "-seed", "7").stdout
             assert len(text.strip()) > 0, f"sample {which} printed nothing"
-        resumed = airgap.step("train again, more epochs (resumes)", run, "-e", "FIXTURE_SECONDS_PER_BATCH=0", "-e",
-                       f"CHARRNN_MAX_EPOCHS={longer}", IMAGE, "train", *TRAIN)  # fmt: skip
+        env = ("-e", "FIXTURE_SECONDS_PER_BATCH=0", "-e", f"CHARRNN_MAX_EPOCHS={longer}")
+        resumed = airgap.step("train again, more epochs (resumes)", run, *env, IMAGE, "train", *TRAIN)
         out = resumed.stdout + resumed.stderr
         assert "resuming run default from /data/cv/default/lm_default_" in out, out[-2000:]
         finished = airgap.step("train again (finished)", run, IMAGE, "train", *TRAIN, "-max_epochs", longer)
