@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 
 import pytest
+from run_config import run_config
 
 REPO = Path(__file__).resolve().parents[3]
 sys.path.insert(0, str(REPO / "plugins" / "module_utils"))  # the role copies them next to the launcher
@@ -29,34 +30,6 @@ _spec.loader.exec_module(launcher)
 import char_rnn_log  # noqa: E402 (the very modules the launcher imported)
 import char_rnn_supervisor  # noqa: E402
 import checkpoints  # noqa: E402
-
-
-def config(**options):
-    base = {
-        "data_dir": "data/tiny",
-        "rnn_size": 16,
-        "num_layers": 1,
-        "model": "lstm",
-        "learning_rate": 0.002,
-        "learning_rate_decay": 0.5,
-        "learning_rate_decay_after": 2.0,
-        "decay_rate": 0.95,
-        "dropout": 0.0,
-        "seq_length": 20,
-        "batch_size": 10,
-        "max_epochs": 5.0,
-        "grad_clip": 5.0,
-        "train_frac": 0.95,
-        "val_frac": 0.05,
-        "seed": 123,
-        "print_every": 1,
-        "eval_val_every": 50,
-        "checkpoint_dir": "cv/run",
-        "savefile": "run",
-        "gpuid": -1,
-    }
-    base.update(options)
-    return {"run": "run", "options": base}
 
 
 def test_launcher_imports_its_pieces_as_plain_modules():
@@ -86,7 +59,7 @@ def _fixture_run(tmp_path: Path, upstream: Path, threads, max_epochs: float) -> 
     (tmp_path / "data" / "tiny" / "input.txt").write_bytes((upstream / "data/tinyshakespeare/input.txt").read_bytes())
     for name in ("train.lua", "util"):
         os.symlink(upstream / name, tmp_path / name)
-    cfg = config(max_epochs=max_epochs, eval_val_every=20)
+    cfg = run_config(max_epochs=max_epochs, eval_val_every=20)
     cfg.update(
         char_rnn_dir=str(tmp_path),
         th=str(th),

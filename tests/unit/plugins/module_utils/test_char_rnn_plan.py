@@ -7,36 +7,9 @@ from pathlib import Path
 import pytest
 from ansible_collections.rnn_bootstrap.char_rnn.plugins.module_utils import char_rnn_plan as plan
 from ansible_collections.rnn_bootstrap.char_rnn.plugins.module_utils import checkpoints
+from run_config import run_config
 
 NTRAIN = 100
-
-
-def config(**options):
-    base = {
-        "data_dir": "data/tiny",
-        "rnn_size": 16,
-        "num_layers": 1,
-        "model": "lstm",
-        "learning_rate": 0.002,
-        "learning_rate_decay": 0.5,
-        "learning_rate_decay_after": 2.0,
-        "decay_rate": 0.95,
-        "dropout": 0.0,
-        "seq_length": 20,
-        "batch_size": 10,
-        "max_epochs": 5.0,
-        "grad_clip": 5.0,
-        "train_frac": 0.95,
-        "val_frac": 0.05,
-        "seed": 123,
-        "print_every": 1,
-        "eval_val_every": 50,
-        "checkpoint_dir": "cv/run",
-        "savefile": "run",
-        "gpuid": -1,
-    }
-    base.update(options)
-    return {"run": "run", "options": base}
 
 
 def entry(name, mtime, valid=True):
@@ -49,7 +22,7 @@ def state_for(cfg, started, segments):
 
 
 def test_no_checkpoint_is_a_fresh_start():
-    decision = plan.plan(config(), None, [], NTRAIN, now=1000.0)
+    decision = plan.plan(run_config(), None, [], NTRAIN, now=1000.0)
     assert decision["action"] == "fresh"
     assert decision["init_from"] is None
     assert decision["total_iterations"] == 500
@@ -67,7 +40,7 @@ def test_newest_valid_checkpoint_is_resumed_and_truncated_one_ignored(tmp_path: 
     copy_as(src, tmp_path, "lm_run_epoch2.00_3.10.t7", mtime=1200.0, size=src.stat().st_size // 2)
     copy_as(src, tmp_path, "lm_other_epoch4.00_1.00.t7", mtime=1300.0)
     entries = checkpoints.discover(str(tmp_path), "run")["checkpoints"]
-    cfg = config()
+    cfg = run_config()
     state = state_for(cfg, 900.0, [{"started": 900.0, "offset_iterations": 0, "offset_epochs": 0.0, "total": 500}])
     decision = plan.plan(cfg, state, entries, NTRAIN, now=1300.0)
     assert decision["action"] == "resume"
@@ -81,7 +54,7 @@ def test_newest_valid_checkpoint_is_resumed_and_truncated_one_ignored(tmp_path: 
 
 def test_remaining_epochs_and_decayed_learning_rate_after_a_resumed_segment():
     """The second segment's checkpoint names count from its own start: offsets make them absolute."""
-    cfg = config()
+    cfg = run_config()
     segments = [
         {"started": 100.0, "offset_iterations": 0, "offset_epochs": 0.0, "total": 500},
         {"started": 200.0, "offset_iterations": 250, "offset_epochs": 2.5, "total": 250},
@@ -102,7 +75,7 @@ def test_remaining_epochs_and_decayed_learning_rate_after_a_resumed_segment():
 
 def test_a_segments_final_checkpoint_is_its_last_iteration():
     """A segment of 105 iterations ends at epoch "1.05" of 100 per epoch: not the eval point 100."""
-    cfg = config(max_epochs=3.0)
+    cfg = run_config(max_epochs=3.0)
     segments = [
         {"started": 100.0, "offset_iterations": 0, "offset_epochs": 0.0, "total": 300},
         {"started": 200.0, "offset_iterations": 195, "offset_epochs": 1.95, "total": 105},
@@ -112,7 +85,7 @@ def test_a_segments_final_checkpoint_is_its_last_iteration():
 
 
 def test_finished_run_does_not_train():
-    cfg = config(max_epochs=2.0)
+    cfg = run_config(max_epochs=2.0)
     state = state_for(cfg, 100.0, [{"started": 100.0, "offset_iterations": 0, "offset_epochs": 0.0, "total": 200}])
     decision = plan.plan(cfg, state, [entry("lm_run_epoch2.00_1.5000.t7", 150.0)], NTRAIN, now=200.0)
     assert decision["action"] == "finished"
@@ -121,8 +94,8 @@ def test_finished_run_does_not_train():
 
 
 def test_more_epochs_continue_a_finished_run():
-    cfg = config(max_epochs=3.0)
-    old = config(max_epochs=2.0)
+    cfg = run_config(max_epochs=3.0)
+    old = run_config(max_epochs=2.0)
     state = state_for(old, 100.0, [{"started": 100.0, "offset_iterations": 0, "offset_epochs": 0.0, "total": 200}])
     decision = plan.plan(cfg, state, [entry("lm_run_epoch2.00_1.5000.t7", 150.0)], NTRAIN, now=200.0)
     assert decision["action"] == "resume"
@@ -130,23 +103,23 @@ def test_more_epochs_continue_a_finished_run():
 
 
 def test_changed_model_starts_a_new_run_and_supersedes_old_checkpoints():
-    old = config(rnn_size=16)
+    old = run_config(rnn_size=16)
     state = state_for(old, 100.0, [{"started": 100.0, "offset_iterations": 0, "offset_epochs": 0.0, "total": 500}])
-    decision = plan.plan(config(rnn_size=32), state, [entry("lm_run_epoch1.00_2.0000.t7", 150.0)], NTRAIN, 200.0)
+    decision = plan.plan(run_config(rnn_size=32), state, [entry("lm_run_epoch1.00_2.0000.t7", 150.0)], NTRAIN, 200.0)
     assert decision["new_run"] is True
     assert decision["action"] == "fresh"
     assert decision["supersede"] == ["/cv/lm_run_epoch1.00_2.0000.t7"]
 
 
 def test_checkpoints_without_state_are_taken_as_the_first_segment():
-    decision = plan.plan(config(), None, [entry("lm_run_epoch0.50_2.0000.t7", 150.0)], NTRAIN, now=200.0)
+    decision = plan.plan(run_config(), None, [entry("lm_run_epoch0.50_2.0000.t7", 150.0)], NTRAIN, now=200.0)
     assert decision["action"] == "resume"
     assert decision["offset_iterations"] == 50
     assert decision["reason"].startswith("no launcher state")
 
 
 def test_checkpoints_older_than_the_run_are_not_resumed():
-    cfg = config()
+    cfg = run_config()
     state = state_for(cfg, 1000.0, [{"started": 1000.0, "offset_iterations": 0, "offset_epochs": 0.0, "total": 500}])
     decision = plan.plan(cfg, state, [entry("lm_run_epoch4.00_1.0000.t7", 500.0)], NTRAIN, now=1100.0)
     assert decision["action"] == "fresh"
@@ -180,7 +153,7 @@ def test_train_args_and_command_line():
 
 
 def test_train_batches_from_the_corpus(tmp_path: Path):
-    options = config()["options"]
+    options = run_config()["options"]
     (tmp_path / "data" / "tiny").mkdir(parents=True)
     with pytest.raises(plan.PlanError, match=r"cannot use the corpus in .*data/tiny"):
         plan.train_batches(str(tmp_path), options)
@@ -192,7 +165,7 @@ def test_train_batches_from_the_corpus(tmp_path: Path):
 
 
 def test_state_records_segments_and_the_finish():
-    cfg = config()
+    cfg = run_config()
     decision = plan.plan(cfg, None, [], NTRAIN, now=1000.0)
     state = plan.new_state(cfg, decision)
     assert state["run_started"] == 1000.0 and state["model_key"]["rnn_size"] == 16
@@ -209,7 +182,7 @@ def test_state_records_segments_and_the_finish():
 
 
 def test_summary_lines():
-    cfg = config()
+    cfg = run_config()
     fresh = plan.plan(cfg, None, [], NTRAIN, now=1000.0)
     assert plan.summary("run", fresh) == "starting run run: 500 iterations (100 per epoch)"
     segments = [{"started": 100.0, "offset_iterations": 0, "offset_epochs": 0.0, "total": 500}]
