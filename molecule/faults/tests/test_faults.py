@@ -8,6 +8,7 @@ Torch7 rows build a second prefix under /opt/faults so the provisioned one stays
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -19,8 +20,17 @@ import time
 from pathlib import Path
 
 import pytest
+from verify_helpers import (
+    PROJECT,
+    extra_vars,
+    playbook_command,
+    playbook_env,
+    playbook_on,
+    recap,
+    unit_property,
+)
+from verify_helpers import wait_for as wait_every_second
 
-PROJECT = Path(os.environ.get("MOLECULE_PROJECT_DIRECTORY", Path(__file__).resolve().parents[3]))
 SCENARIO = Path(__file__).resolve().parents[1]
 RUN = "molecule"
 UNIT = f"char-rnn-train-{RUN}.service"
@@ -52,31 +62,21 @@ TORCH = {
 }
 
 
-def wait_for(predicate, timeout: float, what: str, interval: float = 0.5, detail=None):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout:.0f} s waiting for {what}" + (f"\n{detail()}" if detail else ""))
-        time.sleep(interval)
+# the rows watch for short windows (a checkpoint being written, a build step)
+wait_for = functools.partial(wait_every_second, interval=0.5)
+
+
+def book(name: str) -> str | Path:
+    """This scenario's playbook of that name, else the collection's."""
+    return SCENARIO / name if (SCENARIO / name).exists() else name
 
 
 def command(host, name: str, extra: dict | None = None) -> list[str]:
-    inventory = os.environ["MOLECULE_INVENTORY_FILE"]
-    book = SCENARIO / name if (SCENARIO / name).exists() else PROJECT / "playbooks" / name
-    cmd = ["ansible-playbook", "-i", inventory, "--limit", host.backend.get_hostname(), str(book)]
-    return [*cmd, "-e", json.dumps(extra)] if extra else cmd
-
-
-ENV = {**os.environ, "ANSIBLE_CALLBACK_RESULT_FORMAT": "json", "ANSIBLE_NOCOLOR": "1", "ANSIBLE_FORCE_COLOR": "0"}
+    return playbook_command(book(name), *(extra_vars(extra) if extra else []), limit=host.backend.get_hostname())
 
 
 def playbook(host, name: str, extra: dict | None = None) -> subprocess.CompletedProcess:
-    run = subprocess.run(command(host, name, extra), capture_output=True, text=True, check=False, cwd=PROJECT, env=ENV)
-    run.stdout += run.stderr
-    return run
+    return playbook_on(host, book(name), *(extra_vars(extra) if extra else []))
 
 
 def failure(run: subprocess.CompletedProcess) -> str:
@@ -88,12 +88,6 @@ def failure(run: subprocess.CompletedProcess) -> str:
             messages.append(result.get("msg", "") or json.dumps(result)[:2000])
     assert messages, run.stdout[-3000:]
     return " ".join(messages[-1].split())
-
-
-def recap(run: subprocess.CompletedProcess, field: str) -> int:
-    match = re.search(rf"{field}=(\d+)", run.stdout.split("PLAY RECAP")[-1])
-    assert match, run.stdout[-3000:]
-    return int(match.group(1))
 
 
 def record(host, prefix: str = PREFIX) -> dict | None:
@@ -110,8 +104,7 @@ def healthy(host, prefix: str = PREFIX) -> None:
     assert probe.rc == 0 and "ok" in probe.stdout, probe.stdout + probe.stderr
 
 
-def show(host, prop: str) -> str:
-    return host.check_output(f"systemctl show -p {prop} --value {UNIT}")
+show = functools.partial(unit_property, unit=UNIT)
 
 
 def newest_valid_checkpoint(host) -> str | None:
@@ -251,7 +244,7 @@ def test_sigkill_halfway_through_the_build(host, table):
     row = table.row("ansible-playbook and the Torch7 build killed with SIGKILL halfway through the build")
     play = subprocess.Popen(
         command(host, "torch.yml", {**TORCH, "torch7_force_rebuild": True}),
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=PROJECT, env=ENV,
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=PROJECT, env=playbook_env(),
     )  # fmt: skip
     try:
         host.run(f"cat > /tmp/faults-killer.py <<'EOF'\n{KILLER}\nEOF")
@@ -351,7 +344,7 @@ def test_dpkg_lock_held_by_another_process(host, table):
     assert host.run("systemctl is-active faults-apt-lock-1").stdout.strip() != "active"
     again = playbook(host, "system_deps.yml", {**NO_PACKAGES, "system_deps_apt_lock_timeout": 10})
     assert again.returncode == 0, again.stdout[-3000:]
-    assert recap(again, "changed") == 0
+    assert recap(again.stdout) == 0
     row.recovered, row.lost = "yes", "none"
 
 
@@ -469,7 +462,7 @@ def test_bad_corpora_change_nothing_on_the_host(host, table, corpora):
         assert run.returncode != 0
         text = failure(run)
         assert message in text, text
-        assert recap(run, "changed") == 0
+        assert recap(run.stdout) == 0
         assert not host.file(data).exists  # checked on the controller before the host is touched
         seen.append(f"{name}: " + between(text, "corpus ", "LUA51").replace(f"{corpora[name].parent}/", ""))
     row.saw = " | ".join(seen)

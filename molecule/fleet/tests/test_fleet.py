@@ -18,14 +18,12 @@ from collections import defaultdict
 from pathlib import Path
 
 import pytest
-import testinfra
-from testinfra.utils.ansible_runner import AnsibleRunner
+from verify_helpers import container, host_names, inventory, playbook
 
 PREFIX = "/opt/torch/install"
-INVENTORY = os.environ["MOLECULE_INVENTORY_FILE"]
 STORE = Path(os.environ["CHARRNN_ARTIFACT_STORE"])
 SCENARIO = Path(os.environ["MOLECULE_SCENARIO_DIRECTORY"])
-HOSTS = sorted(AnsibleRunner(INVENTORY).get_hosts("all"))
+HOSTS = host_names()
 
 
 def record_of(host) -> dict:
@@ -34,7 +32,7 @@ def record_of(host) -> dict:
 
 @pytest.fixture(scope="module")
 def records() -> dict[str, dict]:
-    return {name: record_of(testinfra.get_host(f"ansible://{name}?ansible_inventory={INVENTORY}")) for name in HOSTS}
+    return {name: record_of(container(name)) for name in HOSTS}
 
 
 @pytest.fixture(scope="module")
@@ -125,14 +123,12 @@ def test_libth_links_the_openmp_openblas(host):
 def test_wrong_artifacts_are_refused_and_the_host_keeps_working(records, manifests, tmp_path):
     target = next(n for n, r in records.items() if r["source"] == "artifact" and "debian-12" in n)
     other = next(name for name, m in manifests.items() if m["key"]["release"] == "13")
-    before = record_of(testinfra.get_host(f"ansible://{target}?ansible_inventory={INVENTORY}"))
+    before = record_of(container(target))
     report = tmp_path / "refusals.json"
-    proc = subprocess.run(
-        ["ansible-playbook", "-i", INVENTORY, str(SCENARIO / "refuse.yml"),
-         "-e", f"refuse_host={target} store={STORE} other_name={other} report={report}"],
-        capture_output=True, text=True, check=False,
-    )  # fmt: skip
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
+    proc = playbook(
+        SCENARIO / "refuse.yml", "-e", f"refuse_host={target} store={STORE} other_name={other} report={report}"
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:]
     refusals = json.loads(report.read_text())
     mismatched, corrupt = refusals["mismatched"], refusals["corrupt"]
     print(f"\nmismatched artifact offered to {target}:\n  {mismatched['msg']}")
@@ -140,35 +136,32 @@ def test_wrong_artifacts_are_refused_and_the_host_keeps_working(records, manifes
     assert mismatched["failed"] and mismatched["failed_step"] == "check artifact key"
     assert "release=12" in mismatched["msg"] and "release=13" in mismatched["msg"]
     assert corrupt["failed"] and corrupt["failed_step"] == "check artifact checksum" and "corrupt" in corrupt["msg"]
-    host = testinfra.get_host(f"ansible://{target}?ansible_inventory={INVENTORY}")
+    host = container(target)
     assert record_of(host) == before
     test_th_requires_what_char_rnn_needs(host)
 
 
 def test_a_failed_build_fails_its_key_and_leaves_the_other_key_alone(tmp_path):
-    proc = subprocess.run(
-        ["ansible-playbook", "-i", INVENTORY, str(SCENARIO / "failed_build.yml"),
-         "-e", f"torch7_artifact_store={tmp_path / 'store'} torch7_artifact_staging={tmp_path / 'staging'}"],
-        capture_output=True, text=True, check=False,
-        # plain recap lines, and each failure's message on one line
-        env=dict(os.environ, ANSIBLE_NOCOLOR="1", ANSIBLE_FORCE_COLOR="0", ANSIBLE_CALLBACK_RESULT_FORMAT="json"),
+    proc = playbook(
+        SCENARIO / "failed_build.yml",
+        "-e", f"torch7_artifact_store={tmp_path / 'store'} torch7_artifact_staging={tmp_path / 'staging'}",
     )  # fmt: skip
     recap = {
         m[0]: int(m[1])
         for m in re.findall(r"^(\S+)\s+: ok=\d+\s+changed=\d+\s+unreachable=\d+\s+failed=(\d+)", proc.stdout, re.M)
     }
-    # ansible-core 2.19 reports a failure on stderr too; a long message may be wrapped
-    said = " ".join((proc.stdout + proc.stderr).split())
+    # a long message may be wrapped
+    said = " ".join(proc.stdout.split())
     print(f"\nfailed-build run: {recap}")
     for phrase in ("Torch7 build on", "was to be built by"):
         at = said.find(phrase)
         print("  " + said[at : at + 300] if at >= 0 else f"  (no '{phrase}')")
     debian12 = [h for h in HOSTS if "debian-12" in h]
-    assert all(recap.get(h) == 1 for h in debian12), (recap, proc.stdout[-3000:], proc.stderr[-2000:])
+    assert all(recap.get(h) == 1 for h in debian12), (recap, proc.stdout[-3000:])
     assert recap.get(next(h for h in HOSTS if "debian-13" in h)) == 0, proc.stdout[-3000:]
     builder = sorted(debian12)[0]
     assert f"Torch7 build on {builder} failed" in said, said[-3000:]
     assert said.count(f"was to be built by {builder}, whose build failed") >= len(debian12) - 1, said[-3000:]
-    subprocess.run(["ansible", "-i", INVENTORY, "all", "-b", "-m", "ansible.builtin.shell",
+    subprocess.run(["ansible", "-i", inventory(), "all", "-b", "-m", "ansible.builtin.shell",
                     "-a", "rm -rf /opt/torch-failtest /var/cache/rnn_bootstrap/torch7-failtest"],
                    capture_output=True, check=False)  # fmt: skip

@@ -7,14 +7,12 @@ Molecule's inventory.
 
 from __future__ import annotations
 
+import functools
 import json
-import os
 import re
-import subprocess
-import time
-from pathlib import Path
 
 import pytest
+from verify_helpers import playbook_on, recap, unit_property, wait_for
 
 RUN = "molecule"
 UNIT = f"char-rnn-train-{RUN}.service"
@@ -22,45 +20,14 @@ CHAR_RNN = "/opt/rnn-karpathy"
 CV = f"{CHAR_RNN}/cv/{RUN}"
 LOG = f"/var/log/char-rnn/{RUN}.log"
 STATE = f"/var/lib/char-rnn/{RUN}.state.json"
-PROJECT = Path(os.environ.get("MOLECULE_PROJECT_DIRECTORY", Path(__file__).resolve().parents[3]))
 EVAL_VAL_EVERY = 20
 PROGRESS_RE = re.compile(r"^(\d+)/(\d+) \(epoch", re.M)
 
-
-def wait_for(predicate, timeout: float, what: str, interval: float = 1.0, detail=None):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout:.0f} s waiting for {what}" + (f"\n{detail()}" if detail else ""))
-        time.sleep(interval)
-
-
-def show(host, prop: str) -> str:
-    return host.check_output(f"systemctl show -p {prop} --value {UNIT}")
+show = functools.partial(unit_property, unit=UNIT)
 
 
 def trainer_pids(host) -> list[str]:
     return host.run("pgrep -u charrnn -f 'train.lua'").stdout.split()
-
-
-def playbook(host, name: str, *extra: str) -> subprocess.CompletedProcess:
-    inventory = os.environ["MOLECULE_INVENTORY_FILE"]
-    limit = host.backend.get_hostname()
-    cmd = ["ansible-playbook", "-i", inventory, "--limit", limit, str(PROJECT / "playbooks" / name), *extra]
-    # one line per result, no colours: the messages can be searched for
-    env = {**os.environ, "ANSIBLE_CALLBACK_RESULT_FORMAT": "json", "ANSIBLE_NOCOLOR": "1", "ANSIBLE_FORCE_COLOR": "0"}
-    run = subprocess.run(cmd, capture_output=True, text=True, check=False, cwd=PROJECT, env=env)
-    run.stdout += run.stderr
-    return run
-
-
-def recap_changed(out: str) -> int:
-    match = re.search(r"changed=(\d+)", out.split("PLAY RECAP")[-1])
-    assert match, out[-3000:]
-    return int(match.group(1))
 
 
 def newest_valid_checkpoint(host, before: float) -> str:
@@ -164,7 +131,7 @@ def test_kill_9_resumes_from_the_newest_checkpoint(host):
 
 
 def test_status_playbook_prints_whole_run_progress(host):
-    run = playbook(host, "status.yml")
+    run = playbook_on(host, "status.yml")
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-2000:]
     match = re.search(
         rf"run {RUN} \| active \(running\) \| iteration (\d+)/(\d+) \| epoch [\d.]+/40 \| train loss [\d.]+ \| "
@@ -180,7 +147,7 @@ def test_status_playbook_prints_whole_run_progress(host):
 
 
 def test_sample_playbook_saves_text_named_after_the_checkpoint(host, tmp_path):
-    run = playbook(
+    run = playbook_on(
         host, "sample.yml", "-e", f"char_rnn_sample_dest={tmp_path}", "-e", "char_rnn_sample_length=300", "-e",
         "char_rnn_sample_checkpoint=best",
     )  # fmt: skip
@@ -192,22 +159,22 @@ def test_sample_playbook_saves_text_named_after_the_checkpoint(host, tmp_path):
 
 def test_sample_without_checkpoint_names_the_directory(host, tmp_path):
     host.run("install -d -o charrnn /tmp/empty-cv")
-    run = playbook(host, "sample.yml", "-e", "char_rnn_sample_checkpoint_dir=/tmp/empty-cv")
+    run = playbook_on(host, "sample.yml", "-e", "char_rnn_sample_checkpoint_dir=/tmp/empty-cv")
     assert run.returncode != 0
     assert f"no valid checkpoint of run '{RUN}' (savefile {RUN}) in /tmp/empty-cv" in run.stdout, run.stdout[-2000:]
 
 
 def test_fetch_checkpoints_verifies_and_does_not_fetch_twice(host, tmp_path):
-    first = playbook(host, "fetch_checkpoints.yml", "-e", f"char_rnn_fetch_dest={tmp_path}")
+    first = playbook_on(host, "fetch_checkpoints.yml", "-e", f"char_rnn_fetch_dest={tmp_path}")
     assert first.returncode == 0, first.stdout[-3000:]
-    assert recap_changed(first.stdout) == 1
+    assert recap(first.stdout) == 1
     fetched = list((tmp_path / host.backend.get_hostname() / RUN).glob("*.t7"))
     assert len(fetched) == 1
     remote = host.file(f"{CV}/{fetched[0].name}")
     assert remote.exists and remote.sha256sum == __import__("hashlib").sha256(fetched[0].read_bytes()).hexdigest()
-    again = playbook(host, "fetch_checkpoints.yml", "-e", f"char_rnn_fetch_dest={tmp_path}")
+    again = playbook_on(host, "fetch_checkpoints.yml", "-e", f"char_rnn_fetch_dest={tmp_path}")
     assert again.returncode == 0, again.stdout[-3000:]
-    if recap_changed(again.stdout):  # a better checkpoint may have appeared meanwhile
+    if recap(again.stdout):  # a better checkpoint may have appeared meanwhile
         assert len(list((tmp_path / host.backend.get_hostname() / RUN).glob("*.t7"))) == 2
 
 
@@ -222,7 +189,7 @@ def test_fetch_checkpoints_verifies_and_does_not_fetch_twice(host, tmp_path):
 )
 def test_bad_options_fail_before_the_service_is_touched(host, extra, message):
     invocation = show(host, "InvocationID")
-    run = playbook(host, "train.yml", "-e", extra)
+    run = playbook_on(host, "train.yml", "-e", extra)
     assert run.returncode != 0, run.stdout[-2000:]
     assert message in run.stdout, run.stdout[-3000:]
     assert show(host, "InvocationID") == invocation
@@ -230,28 +197,28 @@ def test_bad_options_fail_before_the_service_is_touched(host, extra, message):
 
 
 def test_stop_and_start_are_idempotent(host):
-    stop = playbook(host, "train.yml", "-e", "char_rnn_train_state=stopped")
-    assert stop.returncode == 0 and recap_changed(stop.stdout) == 1, stop.stdout[-3000:]
+    stop = playbook_on(host, "train.yml", "-e", "char_rnn_train_state=stopped")
+    assert stop.returncode == 0 and recap(stop.stdout) == 1, stop.stdout[-3000:]
     assert show(host, "ActiveState") == "inactive"
     assert not trainer_pids(host)
-    stop = playbook(host, "train.yml", "-e", "char_rnn_train_state=stopped")
-    assert stop.returncode == 0 and recap_changed(stop.stdout) == 0, stop.stdout[-3000:]
-    start = playbook(host, "train.yml")
-    assert start.returncode == 0 and recap_changed(start.stdout) == 1, start.stdout[-3000:]
+    stop = playbook_on(host, "train.yml", "-e", "char_rnn_train_state=stopped")
+    assert stop.returncode == 0 and recap(stop.stdout) == 0, stop.stdout[-3000:]
+    start = playbook_on(host, "train.yml")
+    assert start.returncode == 0 and recap(start.stdout) == 1, start.stdout[-3000:]
     assert show(host, "ActiveState") == "active"
-    start = playbook(host, "train.yml")
-    assert start.returncode == 0 and recap_changed(start.stdout) == 0, start.stdout[-3000:]
+    start = playbook_on(host, "train.yml")
+    assert start.returncode == 0 and recap(start.stdout) == 0, start.stdout[-3000:]
     # a clean stop and start resumed too
     wait_for(lambda: host.file(LOG).content_string.count("resuming run") >= 2, 60, "a second resume")
 
 
 def test_changing_an_option_restarts_the_run(host):
     invocation = show(host, "InvocationID")
-    run = playbook(host, "train.yml", "-e", "char_rnn_train_learning_rate=0.001")
-    assert run.returncode == 0 and recap_changed(run.stdout) >= 1, run.stdout[-3000:]
+    run = playbook_on(host, "train.yml", "-e", "char_rnn_train_learning_rate=0.001")
+    assert run.returncode == 0 and recap(run.stdout) >= 1, run.stdout[-3000:]
     assert show(host, "InvocationID") != invocation
     config = json.loads(host.file(f"/etc/char-rnn/{RUN}.json").content_string)
     assert config["options"]["learning_rate"] == 0.001
     wait_for(lambda: trainer_pids(host), 60, "train.lua to run again")
     # back to the inventory's options (restarts once more)
-    assert playbook(host, "train.yml").returncode == 0
+    assert playbook_on(host, "train.yml").returncode == 0

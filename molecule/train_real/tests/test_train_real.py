@@ -2,54 +2,30 @@
 
 from __future__ import annotations
 
+import functools
 import json
-import os
 import re
 import statistics
-import subprocess
 import time
-from pathlib import Path
 
-import pytest
+from verify_helpers import PROJECT, playbook_on, unit_property, wait_for
 
 RUN = "real"
 UNIT = f"char-rnn-train-{RUN}.service"
 LOG = f"/var/log/char-rnn/{RUN}.log"
 STATE = f"/var/lib/char-rnn/{RUN}.state.json"
-PROJECT = Path(os.environ.get("MOLECULE_PROJECT_DIRECTORY", Path(__file__).resolve().parents[3]))
 FIGURES = PROJECT / ".cache" / "train-real-figures.json"
 PROGRESS_RE = re.compile(
     r"^(\d+)/(\d+) \(epoch [^)]*\), train_loss = \S+, grad/param norm = \S+, time/batch = ([\d.]+)s", re.M
 )
 
 
-def wait_for(predicate, timeout, what, interval=2.0):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout:.0f} s waiting for {what}")
-        time.sleep(interval)
-
-
-def show(host, prop):
-    return host.check_output(f"systemctl show -p {prop} --value {UNIT}")
+show = functools.partial(unit_property, unit=UNIT)
 
 
 def last_iteration(host):
     found = [int(m.group(1)) for m in PROGRESS_RE.finditer(host.file(LOG).content_string)]
     return found[-1] if found else 0
-
-
-def playbook(host, name, *extra):
-    cmd = ["ansible-playbook", "-i", os.environ["MOLECULE_INVENTORY_FILE"], "--limit", host.backend.get_hostname(),
-           str(PROJECT / "playbooks" / name), *extra]  # fmt: skip
-    env = {**os.environ, "ANSIBLE_CALLBACK_RESULT_FORMAT": "json", "ANSIBLE_NOCOLOR": "1"}
-    run = subprocess.run(cmd, capture_output=True, text=True, check=False, cwd=PROJECT, env=env)
-    run.stdout += run.stderr
-    return run
 
 
 def test_train_kill_resume_finish_sample(host, tmp_path):
@@ -76,11 +52,13 @@ def test_train_kill_resume_finish_sample(host, tmp_path):
         restarts=int(show(host, "NRestarts")),
         total_iterations=json.loads(host.file(STATE).content_string)["total_iterations"],
     )
-    status = playbook(host, "status.yml")
+    status = playbook_on(host, "status.yml")
     assert status.returncode == 0, status.stdout[-3000:]
     figures["status_line"] = re.search(r'"msg": "(run real [^"]*)"', status.stdout).group(1)
     assert f"iteration {figures['total_iterations']}/{figures['total_iterations']}" in figures["status_line"]
-    sample = playbook(host, "sample.yml", "-e", f"char_rnn_sample_dest={tmp_path}", "-e", "char_rnn_sample_length=500")
+    sample = playbook_on(
+        host, "sample.yml", "-e", f"char_rnn_sample_dest={tmp_path}", "-e", "char_rnn_sample_length=500"
+    )
     assert sample.returncode == 0, sample.stdout[-3000:]
     [text_file] = (tmp_path / host.backend.get_hostname()).glob("lm_real_*.txt")
     text = text_file.read_text()
