@@ -10,7 +10,7 @@
 #                                   scenario on Debian 12, 13 and testing (CMake 4: the pinned
 #                                   CMake 3 builds it), then the fleet scenario, then the
 #                                   OCI image (tests/containers/image.py) with the real Torch7
-#   scripts/test.sh sweep           OPT-IN: the sweep scenario (two Debian 12 hosts, FIXTURE upstream)
+#   scripts/test.sh sweep           OPT-IN: the fleet scenario with its whole sweep check (FIXTURE upstream)
 # CHARRNN_PLATFORMS=debian-12,... limits the Molecule platforms (default: the whole matrix;
 # platforms whose images cannot be pulled are reported as NOT RUN).
 set -uo pipefail
@@ -75,7 +75,7 @@ docs_lint() {
 }
 
 stage_unit() {
-  pytest -q tests/unit tests/integration
+  pytest -q --durations=10 tests/unit tests/integration  # the slowest tests, in every log
 }
 
 stage_build() {
@@ -191,7 +191,8 @@ stage_molecule() {
   local rc=0
   # every platform of platforms.yml, Debian testing (debian-14, CMake 4) included
   python tests/containers/testbed.py molecule default --upstream fixture || rc=1
-  # a fleet from cold with an artifact store: 4 Debian 12 hosts and 1 Debian 13 host, one build per key
+  # a fleet from cold with an artifact store: 4 Debian 12 hosts and 1 Debian 13 host, one build per key;
+  # then a sweep over a Debian 12 and the Debian 13 host: placement, leaderboard, purge
   python tests/containers/testbed.py molecule fleet debian-12:4 debian-13 --upstream fixture || rc=1
   # the training service (Debian 12 only: systemd, kill -9 and resume, status/sample/fetch playbooks)
   python tests/containers/testbed.py molecule train debian-12 --upstream fixture || rc=1
@@ -205,10 +206,10 @@ stage_molecule() {
   return $rc
 }
 
-# OPT-IN (about 28 min on a loaded 2-CPU machine, too long for CI's budget): a sweep over two
-# Debian 12 hosts: placement, the leaderboard against status.yml, a larger grid, removal
+# OPT-IN (its time): the fleet scenario with the whole sweep check: sweep.yml in check mode, a larger
+# grid that adds only its new runs, removal that keeps the checkpoints (CHARRNN_SWEEP_FULL=1)
 stage_sweep() {
-  python tests/containers/testbed.py molecule sweep debian-12:2 --upstream fixture
+  CHARRNN_SWEEP_FULL=1 python tests/containers/testbed.py molecule fleet debian-12:4 debian-13 --upstream fixture
 }
 
 stage_real() {

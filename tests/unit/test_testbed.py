@@ -51,7 +51,7 @@ def test_no_ca_bundle_no_mounts(testbed, tmp_path, monkeypatch):
 
 
 def test_service_scenarios_need_systemd(testbed):
-    assert {"train", "train_real", "sweep"} <= testbed.NEEDS_SYSTEMD
+    assert {"train", "train_real", "fleet"} <= testbed.NEEDS_SYSTEMD
     assert "default" not in testbed.NEEDS_SYSTEMD and "real" not in testbed.NEEDS_SYSTEMD
 
 

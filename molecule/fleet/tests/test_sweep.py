@@ -1,10 +1,14 @@
-"""Verify a sweep over two hosts (testinfra, Molecule's verifier), FIXTURE upstream.
+"""Verify a sweep over two hosts of the fleet (testinfra, Molecule's verifier), FIXTURE upstream.
 
-Runs in file order on the converged hosts: the placement as README "Sweeps" documents it, each run's
-options and unit, sweep.yml in check mode, the leaderboard against each host's own status.yml, the
-winner (lowest val loss) fetched and sampled, a larger grid, bad grids, then removal (checkpoints kept)
-and the purge. The expected names and placement are worked out here from the documented rule, not
-with the collection's filters.
+Runs after test_fleet.py, on two of the hosts converge provisioned (the first Debian 12 one and the
+Debian 13 one): sweep.yml with the grid of ../vars/sweep.yml, the placement as README "Sweeps"
+documents it, each run's options and unit, the same grid again (0 changed), the leaderboard
+against each host's own status.yml, the winner (lowest val loss) fetched and sampled, bad grids
+refused on the controller, then the purge. The expected names and placement are worked out here
+from the documented rule, not with the collection's filters.
+
+With CHARRNN_SWEEP_FULL=1 (`scripts/test.sh sweep`, opt-in for its time) also: sweep.yml in check
+mode, a larger grid that adds only its new runs, and removal that keeps the checkpoints.
 """
 
 from __future__ import annotations
@@ -15,34 +19,34 @@ import json
 import math
 import os
 import re
-import subprocess
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
-import testinfra
-from testinfra.utils.ansible_runner import AnsibleRunner
+import yaml
+from verify_helpers import PROJECT, container, extra_vars, host_names, playbook, recap
 
-INVENTORY = os.environ["MOLECULE_INVENTORY_FILE"]
-PROJECT = Path(os.environ.get("MOLECULE_PROJECT_DIRECTORY", Path(__file__).resolve().parents[3]))
-HOSTS = sorted(AnsibleRunner(INVENTORY).get_hosts("all"))
-SWEEP = "molecule"
-GRID = {"rnn_size": [16, 32], "dropout": [0, 0.25]}  # the scenario's group_vars
-BIGGER = {"rnn_size": [16, 32], "dropout": [0, 0.25, 0.5]}
-CPUS_PER_RUN = 0.5
+VARS_FILE = Path(__file__).resolve().parents[1] / "vars" / "sweep.yml"
+VARS = yaml.safe_load(VARS_FILE.read_text())
+# a sweep over two platforms: the first Debian 12 host and the Debian 13 one
+HOSTS = [next(h for h in host_names() if "debian-12" in h), next(h for h in host_names() if "debian-13" in h)]
+SWEEP = VARS["char_rnn_sweep_name"]
+GRID = VARS["char_rnn_sweep_grid"]
+BIGGER = {**GRID, "dropout": [*GRID["dropout"], 0.5]}
+CPUS_PER_RUN = VARS["char_rnn_sweep_cpus_per_run"]
+FULL = os.environ.get("CHARRNN_SWEEP_FULL") == "1"
+full_only = pytest.mark.skipif(not FULL, reason="CHARRNN_SWEEP_FULL=1 (scripts/test.sh sweep) runs it")
+pytestmark = pytest.mark.skipif(
+    os.environ.get("CHARRNN_UPSTREAM") != "fixture", reason="the sweep is verified with the FIXTURE upstream"
+)
 MANIFEST = f"/etc/char-rnn/sweeps/{SWEEP}.json"
 CV = "/opt/rnn-karpathy/cv"
-TABLE = PROJECT / ".cache" / "molecule" / "sweep-table.txt"  # testbed.py prints it after the run
+TABLE = PROJECT / ".cache" / "molecule" / "fleet-table.txt"  # testbed.py prints it after the run
 STATUS_RE = re.compile(
     r"run (?P<run>\S+) \| (?P<state>[a-z]+ \([a-z]+\)) \| iteration (?P<iteration>\d+)/\d+ \| "
     r"epoch (?P<epoch>[\d.]+)/\S+ \| train loss (?P<train_loss>[\d.]+) \| (?P<spb>[\d.]+) s/batch"
 )
-
-
-@functools.cache
-def get(name: str):
-    return testinfra.get_host(f"ansible://{name}?ansible_inventory={INVENTORY}")
 
 
 def run_names(grid: dict) -> list[str]:
@@ -52,7 +56,7 @@ def run_names(grid: dict) -> list[str]:
 
 @functools.cache
 def nproc(name: str) -> int:
-    return int(get(name).check_output("nproc"))
+    return int(container(name).check_output("nproc"))
 
 
 def limits() -> dict[str, int]:
@@ -73,10 +77,9 @@ def place(runs: list[str], kept: dict[str, str]) -> dict[str, str]:
 
 
 def manifests() -> dict[str, dict]:
-    # one command a host: testinfra's ansible backend costs seconds a call
     out = {}
     for name in HOSTS:
-        text = get(name).check_output(f"cat {MANIFEST} 2>/dev/null || true")
+        text = container(name).check_output(f"cat {MANIFEST} 2>/dev/null || true")
         if text.strip():
             out[name] = json.loads(text)
     return out
@@ -86,26 +89,14 @@ def placement() -> dict[str, str]:
     return {r["run"]: h for h, m in manifests().items() for r in m["runs"]}
 
 
-def playbook(name: str, *extra: str, limit: str | None = None, json_output: bool = True):
-    cmd = ["ansible-playbook", "-i", INVENTORY, str(PROJECT / "playbooks" / name), *extra]
-    if limit:
-        cmd += ["--limit", limit]
-    env = {**os.environ, "ANSIBLE_NOCOLOR": "1", "ANSIBLE_FORCE_COLOR": "0"}
-    if json_output:
-        env["ANSIBLE_CALLBACK_RESULT_FORMAT"] = "json"
-    run = subprocess.run(cmd, capture_output=True, text=True, check=False, cwd=PROJECT, env=env)
-    run.stdout += run.stderr
-    return run
+def sweep_play(book: str, *extra: str, json_output: bool = True):
+    """A playbook on the sweep's hosts, with its variables."""
+    hosts = ",".join(HOSTS)
+    return playbook(book, "-e", f"@{VARS_FILE}", "-e", f"rnn_bootstrap_hosts={hosts}", *extra, json_output=json_output)
 
 
 def grid_arg(grid) -> list[str]:
-    return ["-e", json.dumps({"char_rnn_sweep_grid": grid})]
-
-
-def recap_changed(out: str) -> int:
-    found = re.findall(r"changed=(\d+)", out.split("PLAY RECAP")[-1])
-    assert found, out[-3000:]
-    return sum(int(n) for n in found)
+    return extra_vars({"char_rnn_sweep_grid": grid})
 
 
 def units_show(where: dict[str, str], prop: str) -> dict[str, str]:
@@ -115,7 +106,8 @@ def units_show(where: dict[str, str], prop: str) -> dict[str, str]:
         runs = [r for r, h in where.items() if h == name]
         if runs:
             units = " ".join(f"char-rnn-train-{r}.service" for r in runs)
-            shown = get(name).check_output(f"for u in {units}; do systemctl show -p {prop} --value $u; echo; done")
+            script = f"for u in {units}; do systemctl show -p {prop} --value $u; echo; done"
+            shown = container(name).check_output(script)
             out.update(zip(runs, [v.strip() for v in shown.split("\n\n")][: len(runs)], strict=True))
     return out
 
@@ -128,9 +120,9 @@ def wait_finished(where: dict[str, str], timeout: float = 180) -> None:
             "import json, sys; print(all(json.load(open(f'/var/lib/char-rnn/{r}.state.json')).get('finished') "
             f"for r in {runs!r}))"
         )
-        while get(name).run(f'python3 -c "{script}"').stdout.strip() != "True":
+        while container(name).run(f'python3 -c "{script}"').stdout.strip() != "True":
             if time.monotonic() > deadline:
-                log = get(name).run("tail -n 5 /var/log/char-rnn/*.log").stdout
+                log = container(name).run("tail -n 5 /var/log/char-rnn/*.log").stdout
                 pytest.fail(f"{runs} on {name} did not finish in {timeout:.0f} s:\n{log}")
             time.sleep(2)
 
@@ -139,7 +131,7 @@ def val_losses(where: dict[str, str]) -> dict[str, list[float]]:
     """Each run's validation losses from its checkpoint names on the host, without the collection's code."""
     out: dict[str, list[float]] = {run: [] for run in where}
     for name in set(where.values()):
-        for path in get(name).run(f"cd {CV} && ls -1 */lm_*.t7").stdout.split():
+        for path in container(name).run(f"cd {CV} && ls -1 */lm_*.t7").stdout.split():
             run, file = path.split("/", 1)
             match = re.match(rf"lm_{re.escape(run)}_epoch[\d.]+_([\d.]+)\.t7$", file)
             if match and where.get(run) == name:
@@ -148,7 +140,8 @@ def val_losses(where: dict[str, str]) -> dict[str, list[float]]:
 
 
 def test_the_grid_is_spread_as_documented():
-    assert len(HOSTS) == 2, HOSTS
+    run = sweep_play("sweep.yml")
+    assert run.returncode == 0 and recap(run.stdout) > 0, run.stdout[-4000:]
     expected = place(run_names(GRID), {})
     assert placement() == expected
     print(f"\nplacement (limits {limits()}):\n" + "\n".join(f"  {r} -> {h}" for r, h in expected.items()))
@@ -160,7 +153,7 @@ def test_each_run_is_a_service_with_its_options():
     where = placement()
     enabled, active = units_show(where, "UnitFileState"), units_show(where, "ActiveState")
     for run, name in where.items():
-        config = json.loads(get(name).check_output(f"cat /etc/char-rnn/{run}.json"))
+        config = json.loads(container(name).check_output(f"cat /etc/char-rnn/{run}.json"))
         rs, do = re.match(r".*-rs(\d+)-nl1-do([\d.]+)-lr", run).groups()
         assert config["options"]["rnn_size"] == int(rs) and config["options"]["dropout"] == float(do)
         assert config["options"]["num_layers"] == 1 and config["options"]["max_epochs"] == 0.5
@@ -180,13 +173,19 @@ def test_every_run_finishes_with_checkpoints():
     assert set(units_show(where, "SubState").values()) == {"exited"}
 
 
+def test_the_same_grid_again_changes_nothing():
+    run = sweep_play("sweep.yml")
+    assert run.returncode == 0 and recap(run.stdout) == 0, run.stdout[-4000:]
+
+
+@full_only
 def test_check_mode_of_the_same_grid_changes_nothing():
-    run = playbook("sweep.yml", "--check")
-    assert run.returncode == 0 and recap_changed(run.stdout) == 0, run.stdout[-4000:]
+    run = sweep_play("sweep.yml", "--check")
+    assert run.returncode == 0 and recap(run.stdout) == 0, run.stdout[-4000:]
 
 
 def status_of(name: str, run: str) -> dict:
-    out = playbook("status.yml", "-e", f"char_rnn_train_run={run}", limit=name)
+    out = playbook("status.yml", "-e", f"@{VARS_FILE}", "-e", f"char_rnn_train_run={run}", limit=name)
     assert out.returncode == 0, out.stdout[-3000:]
     match = STATUS_RE.search(out.stdout)
     assert match and match["run"] == run, out.stdout[-3000:]
@@ -194,7 +193,7 @@ def status_of(name: str, run: str) -> dict:
 
 
 def leaderboard(tmp: Path, *extra: str, json_output: bool = True):
-    out = playbook(
+    out = sweep_play(
         "leaderboard.yml", "-e", f"char_rnn_leaderboard_csv={tmp}/board.csv", "-e",
         f"char_rnn_leaderboard_json={tmp}/board.json", "-e", f"char_rnn_fetch_dest={tmp}/ckpt", "-e",
         f"char_rnn_sample_dest={tmp}/samples", "-e", "char_rnn_sample_length=200", *extra, json_output=json_output,
@@ -203,8 +202,15 @@ def leaderboard(tmp: Path, *extra: str, json_output: bool = True):
     return out, json.loads((tmp / "board.json").read_text())["rows"]
 
 
-def test_the_leaderboard_matches_each_hosts_status(tmp_path):
-    out, rows = leaderboard(tmp_path, json_output=False)
+@pytest.fixture(scope="module")
+def board(tmp_path_factory):
+    """One leaderboard.yml run, printed as the user reads it: (its output, the JSON rows, its folder)."""
+    tmp = tmp_path_factory.mktemp("leaderboard")
+    return (*leaderboard(tmp, json_output=False), tmp)
+
+
+def test_the_leaderboard_matches_each_hosts_status(board):
+    out, rows, tmp_path = board
     where = placement()
     assert {r["run"]: r["host"] for r in rows} == where
     # best first; the same order in the CSV
@@ -232,8 +238,8 @@ def test_the_leaderboard_matches_each_hosts_status(tmp_path):
     assert "best val loss" in printed and all(r["run"] in printed for r in rows)
 
 
-def test_the_winner_has_the_lowest_val_loss_and_is_fetched_and_sampled(tmp_path):
-    out, rows = leaderboard(tmp_path)
+def test_the_winner_has_the_lowest_val_loss_and_is_fetched_and_sampled(board):
+    out, rows, tmp_path = board
     where = placement()
     every = {(name, run): min(v) for run, v in val_losses(where).items() for name in [where[run]]}
     lowest = min(every.values())
@@ -242,21 +248,22 @@ def test_the_winner_has_the_lowest_val_loss_and_is_fetched_and_sampled(tmp_path)
     assert (rows[0]["host"], rows[0]["run"], rows[0]["best_val_loss"]) == (host, run, lowest)
     fetched = list((tmp_path / "ckpt" / host / run).glob("*.t7"))
     assert [f.name for f in fetched] == [Path(rows[0]["best_checkpoint"]).name], out.stdout[-3000:]
-    remote = get(host).file(rows[0]["best_checkpoint"])
+    remote = container(host).file(rows[0]["best_checkpoint"])
     assert remote.sha256sum == hashlib.sha256(fetched[0].read_bytes()).hexdigest()
     samples = list((tmp_path / "samples" / host).glob("*.txt"))
     assert len(samples) == 1 and len(samples[0].read_text()) >= 200, out.stdout[-3000:]
     assert f"winner: {run} on {host}" in out.stdout
 
 
+@full_only
 def test_a_larger_grid_adds_only_the_new_runs():
     before = placement()
     invocations = units_show(before, "InvocationID")
     # check mode first: it says what would change and starts nothing
-    check = playbook("sweep.yml", "--check", *grid_arg(BIGGER))
-    assert check.returncode == 0 and recap_changed(check.stdout) > 0, check.stdout[-4000:]
+    check = sweep_play("sweep.yml", "--check", *grid_arg(BIGGER))
+    assert check.returncode == 0 and recap(check.stdout) > 0, check.stdout[-4000:]
     assert placement() == before
-    run = playbook("sweep.yml", *grid_arg(BIGGER))
+    run = sweep_play("sweep.yml", *grid_arg(BIGGER))
     assert run.returncode == 0, run.stdout[-4000:]
     after = placement()
     assert {r: after[r] for r in before} == before  # existing runs keep their hosts
@@ -267,8 +274,8 @@ def test_a_larger_grid_adds_only_the_new_runs():
     assert place(run_names(BIGGER), {}) != after
     assert units_show(before, "InvocationID") == invocations  # the old runs were not touched
     assert set(units_show({r: after[r] for r in new}, "ActiveState").values()) == {"active"}
-    again = playbook("sweep.yml", *grid_arg(BIGGER))
-    assert again.returncode == 0 and recap_changed(again.stdout) == 0, again.stdout[-4000:]
+    again = sweep_play("sweep.yml", *grid_arg(BIGGER))
+    assert again.returncode == 0 and recap(again.stdout) == 0, again.stdout[-4000:]
     wait_finished({r: after[r] for r in new})
 
 
@@ -282,36 +289,38 @@ def test_a_larger_grid_adds_only_the_new_runs():
     ],
 )
 def test_a_bad_grid_fails_before_any_host_is_touched(grid, message):
-    run = playbook("sweep.yml", *grid_arg(grid))
+    run = sweep_play("sweep.yml", *grid_arg(grid))
     assert run.returncode != 0, run.stdout[-3000:]
     assert message in run.stdout, run.stdout[-3000:]
     # it failed in the first tasks, on the controller: nothing ran on the hosts
-    assert recap_changed(run.stdout) == 0 and "Read this host's record" not in run.stdout
+    assert recap(run.stdout) == 0 and "Read this host's record" not in run.stdout
 
 
+@full_only
 def test_removing_the_sweep_keeps_the_checkpoints(tmp_path):
     where = placement()
     kept = val_losses(where)
-    run = playbook("sweep.yml", "-e", "char_rnn_sweep_state=absent")
-    assert run.returncode == 0 and recap_changed(run.stdout) > 0, run.stdout[-4000:]
+    run = sweep_play("sweep.yml", "-e", "char_rnn_sweep_state=absent")
+    assert run.returncode == 0 and recap(run.stdout) > 0, run.stdout[-4000:]
     assert set(units_show(where, "LoadState").values()) == {"not-found"}
     for name in HOSTS:
-        assert get(name).run("ls /etc/char-rnn/*.json").rc != 0  # the runs' configurations are gone
+        assert container(name).run("ls /etc/char-rnn/*.json").rc != 0  # the runs' configurations are gone
     assert val_losses(where) == kept  # every checkpoint is still there
     assert {m["state"] for m in manifests().values()} == {"absent"}
-    again = playbook("sweep.yml", "-e", "char_rnn_sweep_state=absent")
-    assert again.returncode == 0 and recap_changed(again.stdout) == 0, again.stdout[-4000:]
+    again = sweep_play("sweep.yml", "-e", "char_rnn_sweep_state=absent")
+    assert again.returncode == 0 and recap(again.stdout) == 0, again.stdout[-4000:]
     # the leaderboard still reads the removed runs' checkpoints and logs
     rows = leaderboard(tmp_path, "-e", "char_rnn_leaderboard_fetch=false")[1]
     assert {r["run"] for r in rows} == set(where) and {r["state"] for r in rows} == {"removed"}
 
 
-def test_purge_deletes_the_checkpoints_too():
+def test_purge_removes_the_runs_and_deletes_their_checkpoints():
     where = placement()
-    run = playbook("sweep.yml", "-e", "char_rnn_sweep_state=absent", "-e", "char_rnn_sweep_purge=true")
+    run = sweep_play("sweep.yml", "-e", "char_rnn_sweep_state=absent", "-e", "char_rnn_sweep_purge=true")
     assert run.returncode == 0, run.stdout[-4000:]
+    assert set(units_show(where, "LoadState").values()) == {"not-found"}
     for name in HOSTS:
         runs = " ".join(f"{CV}/{r} /var/log/char-rnn/{r}.log /var/lib/char-rnn/{r}.state.json"
                         for r, h in where.items() if h == name)  # fmt: skip
-        assert get(name).run(f"ls -d {runs}").stdout.strip() == ""
+        assert container(name).run(f"ls -d {runs}").stdout.strip() == ""
     assert manifests() == {}
