@@ -5,7 +5,8 @@
 1. serves the upstream as testbed.py does (FIXTURE repos on loopback by default; --upstream real
    takes $CHARRNN_REAL_UPSTREAM) and runs playbooks/image.yml on the Debian 12 minbase image
    (localhost/charrnn-test/base-debian-12) with an EMPTY artifact store: a builder container builds
-   Torch7 and publishes it, the final container installs it; then again: nothing changes;
+   Torch7 and publishes it, the final container installs it; then again: nothing changes; then
+   without the image but with the store: no builder, the image installs the stored artifact;
 2. checks the image: labels for every pin (matching the pins given), USER charrnn, no compiler,
    no -dev package, no apt lists; prints its size;
 3. trains a few iterations with the checkpoints on a named volume, samples from `best` and
@@ -157,6 +158,19 @@ def main() -> int:
         changed = sum(s["changed"] for s in again["stats"].values())
         print(f"second run: changed={changed}")
         assert changed == 0, again["stats"]
+
+        # the image gone, the store kept: no builder this time, the image installs the stored artifact
+        airgap.podman("rmi", "-f", IMAGE)
+        warm = airgap.step("image built again (artifact in the store: no builder)", play, work, extra)
+        hosts = {t["task"]["name"].split(" : ")[-1]: t["hosts"] for p in warm["plays"] for t in p["tasks"]}
+        plan = hosts.get("Report where the image's Torch7 comes from", {}).get(f"{PREFIX}-builder", {}).get("msg", "")
+        print(f"plan: {plan}")
+        assert "has the Torch7 artifact of the image: no build" in plan, plan
+        built = hosts.get("Build Torch7 in the background (or confirm the recorded build is intact)", {})
+        assert not [h for h, r in built.items() if not r.get("skipped")], f"Torch7 was built: {built}"
+        installed = hosts.get("Install the artifact (sha256 and key checked first) or confirm the installed one", {})
+        assert installed.get(f"{PREFIX}-final", {}).get("changed"), "the final container did not install the artifact"
+        assert sorted(p.name for p in store.iterdir()) == artifacts, "the store changed"
 
         info = json.loads(airgap.podman("image", "inspect", IMAGE).stdout)[0]
         labels, config = info["Labels"], info["Config"]
