@@ -77,6 +77,19 @@ def play(work: Path, extra: dict) -> dict:
     return data
 
 
+def image_build(title: str, work: Path, extra: dict, plan_says: str) -> dict:
+    """image.yml, timed; checks the builder's plan says `plan_says` and that the final container
+    installed the artifact from the store. Returns the results by task name, then host."""
+    result = airgap.step(title, play, work, extra)
+    hosts = {t["task"]["name"].split(" : ")[-1]: t["hosts"] for p in result["plays"] for t in p["tasks"]}
+    plan = hosts.get("Report where the image's Torch7 comes from", {}).get(f"{PREFIX}-builder", {}).get("msg", "")
+    print(f"plan: {plan}")
+    assert plan_says in plan, plan
+    installed = hosts.get("Install the artifact (sha256 and key checked first) or confirm the installed one", {})
+    assert installed.get(f"{PREFIX}-final", {}).get("changed"), "the final container did not install the artifact"
+    return hosts
+
+
 def parse_time(text: str) -> datetime:
     return datetime.fromisoformat(text.replace("Z", "+00:00"))
 
@@ -141,13 +154,7 @@ def main() -> int:
         cleanup()
         airgap.podman("rmi", "-f", IMAGE, check=False)
         store.mkdir(parents=True)
-        first = airgap.step("image built (empty store: builder container)", play, work, extra)
-        hosts = {t["task"]["name"].split(" : ")[-1]: t["hosts"] for p in first["plays"] for t in p["tasks"]}
-        plan = hosts.get("Report where the image's Torch7 comes from", {}).get(f"{PREFIX}-builder", {}).get("msg", "")
-        print(f"plan: {plan}")
-        assert "builds and publishes it" in plan, plan
-        installed = hosts.get("Install the artifact (sha256 and key checked first) or confirm the installed one", {})
-        assert installed.get(f"{PREFIX}-final", {}).get("changed"), "the final container did not install the artifact"
+        hosts = image_build("image built (empty store: builder container)", work, extra, "builds and publishes it")
         artifacts = sorted(p.name for p in store.iterdir())
         print(f"store now holds {artifacts}; {PREFIX}-final installed that artifact")
         assert any(a.endswith(".tar.gz") for a in artifacts), artifacts
@@ -161,15 +168,11 @@ def main() -> int:
 
         # the image gone, the store kept: no builder this time, the image installs the stored artifact
         airgap.podman("rmi", "-f", IMAGE)
-        warm = airgap.step("image built again (artifact in the store: no builder)", play, work, extra)
-        hosts = {t["task"]["name"].split(" : ")[-1]: t["hosts"] for p in warm["plays"] for t in p["tasks"]}
-        plan = hosts.get("Report where the image's Torch7 comes from", {}).get(f"{PREFIX}-builder", {}).get("msg", "")
-        print(f"plan: {plan}")
-        assert "has the Torch7 artifact of the image: no build" in plan, plan
+        hosts = image_build(
+            "image built again (artifact in the store: no builder)", work, extra, "has the Torch7 artifact of the image"
+        )
         built = hosts.get("Build Torch7 in the background (or confirm the recorded build is intact)", {})
         assert not [h for h, r in built.items() if not r.get("skipped")], f"Torch7 was built: {built}"
-        installed = hosts.get("Install the artifact (sha256 and key checked first) or confirm the installed one", {})
-        assert installed.get(f"{PREFIX}-final", {}).get("changed"), "the final container did not install the artifact"
         assert sorted(p.name for p in store.iterdir()) == artifacts, "the store changed"
 
         info = json.loads(airgap.podman("image", "inspect", IMAGE).stdout)[0]
